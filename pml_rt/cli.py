@@ -1,0 +1,172 @@
+"""The ``pml-rt`` command: segment, eval, info, demo (and annotate, batch where installed).
+
+Errors the user can fix (bad input, missing library) print one line and exit with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .errors import PmlError
+from .upsample import DEFAULT_METHOD, METHODS
+
+
+def _add_propagation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upsample", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"how stride-8 labels reach full resolution (default {DEFAULT_METHOD})")
+    p.add_argument("-k", type=int, default=5, help="neighbours per vote (default 5)")
+    p.add_argument("--no-online-adaptation", action="store_true", help="do not grow the reference pool")
+    p.add_argument("--recent-frames", type=int, default=None,
+                   help="earlier frames used as local references (0 turns it off; default: the model's)")
+    p.add_argument("--model", default=None, help="registered model name (default: the packaged one)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt or torch (default auto)")
+
+
+def _segmenter(args: argparse.Namespace):
+    from .registry import DEFAULT_MODEL
+    from .segmenter import Segmenter
+
+    return Segmenter(args.model or DEFAULT_MODEL, backend=args.backend)
+
+
+def _propagate_options(args: argparse.Namespace) -> dict:
+    return {} if args.recent_frames is None else {"recent_frames": args.recent_frames}
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .pipeline import segment_to_folder
+
+    res = segment_to_folder(_segmenter(args), args.video, args.mask, args.out, mask_frame=args.mask_frame,
+                            overlay=args.overlay, upsample=args.upsample, k=args.k,
+                            online_adaptation=not args.no_online_adaptation, progress=not args.quiet,
+                            propagate_options=_propagate_options(args))
+    total = sum(res.timings.values())
+    print(f"wrote {res.num_frames} masks to {res.out_dir}" + (f" and {res.overlay}" if res.overlay else "")
+          + f" in {total:.1f} s ({1000 * total / max(res.num_frames, 1):.0f} ms/frame)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_davis, format_table
+
+    report = evaluate_davis(_segmenter(args), args.davis, out_dir=args.out, split=args.split,
+                            sequences_file=args.sequences, upsample=args.upsample, k=args.k,
+                            online_adaptation=not args.no_online_adaptation, max_frames=args.max_frames,
+                            progress=not args.quiet, propagate_options=_propagate_options(args))
+    print(format_table(report))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .backends import backend_status
+    from .registry import DEFAULT_MODEL, get_model_config, list_models
+    from .xp import array_modules
+
+    cfg = get_model_config(DEFAULT_MODEL)
+    print(f"pml-rt {__version__}")
+    print(f"default model: {cfg.name} ({cfg.path}, {'present' if cfg.path.is_file() else 'MISSING'})")
+    print(f"  {cfg.description}")
+    print(f"  stride {cfg.stride}, d {cfg.d}, trained: {cfg.trained}")
+    print(f"models: {', '.join(list_models())}")
+    print("backends:")
+    for name, ok, why in backend_status():
+        print(f"  {name:12s} {'yes' if ok else 'no ':3s}  {why}")
+    print("array modules:")
+    for name, mod, why in array_modules():
+        print(f"  {name:12s} {'yes' if mod is not None else 'no ':3s}  {why}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    out = run_demo(args.out, frames=args.frames, upsample=args.upsample, progress=not args.quiet)
+    print(f"demo written to {out}")
+    return 0
+
+
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module).__getattribute__(func)(args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pml-rt", description="Video object segmentation by pixel-wise metric learning.")
+    p.add_argument("--version", action="version", version=f"pml-rt {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment", help="segment a video from a mask on one frame")
+    s.add_argument("video", help="video file (MP4, MOV, AVI, WebM, MKV) or folder of frames")
+    s.add_argument("--mask", required=True, help="mask PNG (DAVIS palette or 0/255)")
+    s.add_argument("--mask-frame", type=int, default=0, help="frame index the mask belongs to (default 0)")
+    s.add_argument("--out", required=True, help="folder for the palette PNG masks, named like the frames")
+    s.add_argument("--overlay", default=None, help="also write an overlay preview video (.mp4)")
+    _add_propagation_options(s)
+    s.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("eval", help="semi-supervised DAVIS evaluation: J, F per sequence and means")
+    e.add_argument("--davis", required=True, help="DAVIS-format root (JPEGImages/480p, Annotations/480p, ImageSets)")
+    e.add_argument("--sequences", default=None, help="text file with one sequence per line")
+    e.add_argument("--split", default=None, help="split name in ImageSets (e.g. val); default all sequences")
+    e.add_argument("--out", required=True, help="folder for the masks (one subfolder per sequence)")
+    e.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each sequence")
+    _add_propagation_options(e)
+    e.set_defaults(func=cmd_eval)
+
+    i = sub.add_parser("info", help="version, model and which backends are available (and why not)")
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo", help="segment a short clip built from scikit-image photos; write an overlay")
+    d.add_argument("--out", default="pml-rt-demo", help="output folder (default ./pml-rt-demo)")
+    d.add_argument("--frames", type=int, default=24, help="clip length (default 24)")
+    d.add_argument("--upsample", choices=METHODS, default=DEFAULT_METHOD)
+    d.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("annotate", help="browser annotator: click objects, watch masks follow")
+    a.add_argument("video", help="video file or folder of frames")
+    a.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    a.add_argument("--out", default=None, help="folder for exported masks")
+    a.set_defaults(func=_lazy("pml_rt.web.server", "cli_main"))
+
+    b = sub.add_parser("batch", help="segment many videos listed in a manifest, on Ray")
+    b.add_argument("manifest", help="CSV or JSON-lines manifest: one video and its annotation per row")
+    b.add_argument("--out", required=True, help="output folder (one subfolder per video, and the ledger)")
+    b.add_argument("--address", default=None, help="Ray address (ray://host:port or auto); default: start Ray here")
+    b.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker (default 0)")
+    b.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per worker (default 1)")
+    b.add_argument("--workers", type=int, default=None, help="number of workers (default: as the cluster allows)")
+    b.set_defaults(func=_lazy("pml_rt.batch", "cli_main"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (PmlError, ValueError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f"pml-rt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pml-rt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

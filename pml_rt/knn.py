@@ -1,0 +1,178 @@
+"""Exact k-nearest-neighbour labelling by matrix multiplication, written once for NumPy and CuPy.
+
+Embeddings are unit vectors, so the nearest reference is the one with the largest dot
+product. Queries are processed in chunks so the (queries x references) similarity matrix
+never exceeds ``chunk_bytes``. Candidates from several sources (the global reference pool,
+the local window of recent frames) are merged with :func:`merge_topk` before the vote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .xp import get_xp
+
+NEG = -1e9  # similarity given to invalid candidates; below any real dot product of unit vectors
+
+
+@dataclass
+class Candidates:
+    """The k best references of each query: ``sims`` float32 (N, k), ``labels`` int32 (N, k).
+
+    Invalid candidates (fewer than k references) have similarity ``NEG`` and label -1.
+    """
+
+    sims: Any
+    labels: Any
+
+
+def topk(sims: Any, k: int, block: int = 64) -> Any:
+    """Indices (N, k) of the k largest entries of each row of ``sims`` (N, M), unordered.
+
+    For long rows a two-stage search is exact and faster than a full partition: the k
+    largest entries lie in the k blocks (of ``block`` columns) with the largest maxima, so
+    partition the block maxima first, then only those k * block candidates.
+    """
+    xp = get_xp(sims)
+    n, m = sims.shape
+    if k >= m:
+        return xp.broadcast_to(xp.arange(m), (n, m))
+    if m < 8 * k * block:
+        return xp.argpartition(-sims, k - 1, axis=1)[:, :k]
+    nb = -(-m // block)
+    if nb * block != m:
+        sims = xp.concatenate([sims, xp.full((n, nb * block - m), NEG, dtype=sims.dtype)], axis=1)
+    best_blocks = xp.argpartition(-sims.reshape(n, nb, block).max(axis=2), k - 1, axis=1)[:, :k]
+    cols = (best_blocks[:, :, None] * block + xp.arange(block)).reshape(n, k * block)
+    inner = xp.argpartition(-xp.take_along_axis(sims, cols, axis=1), k - 1, axis=1)[:, :k]
+    return xp.take_along_axis(cols, inner, axis=1)
+
+
+def global_topk(queries: Any, refs: Any, ref_labels: Any, k: int, chunk_bytes: int = 8 << 20) -> Candidates:
+    """k nearest references of each query among all of ``refs``.
+
+    queries: float32 (N, d); refs: float32 (M, d); ref_labels: int (M,).
+    Returns :class:`Candidates` of shape (N, k) (padded with invalid ones where M < k).
+    """
+    xp = get_xp(queries, refs)
+    n, m = queries.shape[0], refs.shape[0]
+    sims_out = xp.full((n, k), NEG, dtype=xp.float32)
+    labels_out = xp.full((n, k), -1, dtype=xp.int32)
+    if m == 0 or n == 0:
+        return Candidates(sims_out, labels_out)
+    kk = min(k, m)
+    step = max(1, int(chunk_bytes // (4 * m)))
+    ref_t = xp.ascontiguousarray(refs.T)
+    for s in range(0, n, step):
+        sims = queries[s : s + step] @ ref_t
+        idx = topk(sims, kk)
+        sims_out[s : s + step, :kk] = xp.take_along_axis(sims, idx, axis=1)
+        labels_out[s : s + step, :kk] = ref_labels[idx]
+    return Candidates(sims_out, labels_out)
+
+
+def merge_topk(parts: list[Candidates], k: int) -> Candidates:
+    """The k best candidates among several candidate sets of the same queries."""
+    if len(parts) == 1 and parts[0].sims.shape[1] == k:
+        return parts[0]
+    xp = get_xp(parts[0].sims)
+    sims = xp.concatenate([p.sims for p in parts], axis=1)
+    labels = xp.concatenate([p.labels for p in parts], axis=1)
+    idx = topk(sims, k)
+    return Candidates(xp.take_along_axis(sims, idx, axis=1), xp.take_along_axis(labels, idx, axis=1))
+
+
+def vote(c: Candidates, num_labels: int, weighting: str = "majority", temperature: float = 0.1) -> tuple[Any, Any]:
+    """Label shares per query from its candidates.
+
+    weighting: ``"majority"`` (each of the k counts 1, the paper's vote) or ``"softmax"``
+    (weights softmax(sim / temperature), as self-supervised label propagation does).
+    Returns ``scores`` float32 (N, num_labels) summing to 1 per row (0 where no valid
+    candidate) and ``unanimous`` bool (N,): all k candidates valid and of one label (the
+    online-adaptation criterion).
+    """
+    xp = get_xp(c.sims)
+    valid = c.labels >= 0
+    if weighting == "majority":
+        w = valid.astype(xp.float32)
+    elif weighting == "softmax":
+        z = xp.where(valid, c.sims / temperature, -xp.inf)
+        z = z - z.max(axis=1, keepdims=True)
+        w = xp.where(valid, xp.exp(z), 0).astype(xp.float32)
+    else:
+        raise ValueError(f"weighting must be 'majority' or 'softmax', got {weighting!r}")
+    total = w.sum(axis=1, keepdims=True)
+    w = w / xp.maximum(total, 1e-12)
+    scores = xp.stack([(w * (c.labels == j)).sum(axis=1) for j in range(num_labels)], axis=1).astype(xp.float32)
+    unanimous = valid.all(axis=1) & (c.labels == c.labels[:, :1]).all(axis=1)
+    return scores, unanimous
+
+
+def _window_bias(xp: Any, tile: int, radius: int) -> Any:
+    """float32 (tile*tile, L*L), L = tile + 2*radius: 0 where key (ky, kx) of a tile's window
+    lies within ``radius`` cells (Chebyshev) of query (qy, qx) of the tile, else ``NEG``."""
+    q = xp.arange(tile)
+    kk = xp.arange(tile + 2 * radius)
+    near = xp.abs(kk[None, :] - radius - q[:, None]) <= radius  # (tile, L)
+    inside = (near[:, None, :, None] & near[None, :, None, :]).reshape(tile * tile, -1)
+    return xp.where(inside, 0.0, NEG).astype(xp.float32)
+
+
+def local_topk(query: Any, keys: Any, key_labels: Any, radius: int, k: int, tile: int = 4,
+               chunk_bytes: int = 16 << 20) -> Candidates:
+    """k nearest keys of each query cell among the cells within ``radius`` of it in ``keys``.
+
+    query: float32 (h, w, d), one frame; keys: (P, h, w, d), P earlier frames; key_labels:
+    int (P, h, w), their predicted labels (-1 = ignore). The frame is cut into tiles of
+    ``tile`` x ``tile`` cells; a row of tiles is matched against the (tile + 2*radius)^2
+    window of every key frame with one batched matrix product, and candidates outside a
+    query's own window get similarity ``NEG``. Keys carry one extra dimension, 0 for real
+    cells and ``NEG`` for padding and ignored cells, so the product itself rules them out.
+    Returns :class:`Candidates` (h*w, k) in row-major cell order.
+    """
+    xp = get_xp(query, keys)
+    h, w, d = query.shape
+    p = keys.shape[0]
+    r, L = radius, tile + 2 * radius
+    nty, ntx = -(-h // tile), -(-w // tile)
+    out_s = xp.full((nty * tile, ntx * tile, k), NEG, dtype=xp.float32)
+    out_l = xp.full((nty * tile, ntx * tile, k), -1, dtype=xp.int32)
+    if p == 0:
+        return Candidates(out_s[:h, :w].reshape(h * w, k), out_l[:h, :w].reshape(h * w, k))
+    qpad = xp.zeros((nty * tile, ntx * tile, d + 1), dtype=xp.float32)
+    qpad[:h, :w, :d] = query
+    qpad[..., d] = 1.0
+    kpad = xp.zeros((p, nty * tile + 2 * r, ntx * tile + 2 * r, d + 1), dtype=xp.float32)
+    kpad[..., d] = NEG
+    kpad[:, r : r + h, r : r + w, :d] = keys
+    lpad = xp.full(kpad.shape[:3], -1, dtype=xp.int32)
+    lpad[:, r : r + h, r : r + w] = key_labels
+    kpad[..., d] = xp.where(lpad >= 0, 0.0, NEG)
+    bias = xp.tile(_window_bias(xp, tile, r), (1, p))  # (tile^2, P*L^2)
+    kk = min(k, p * L * L)
+    per_tile = 4 * (p * L * L * (d + 1 + 3 * tile * tile))
+    group = max(1, min(ntx, int(chunk_bytes // per_tile)))
+    offs = xp.arange(L)
+    for ty in range(nty):
+        band_k = kpad[:, ty * tile : ty * tile + L]  # (P, L, W', d+1)
+        band_l = lpad[:, ty * tile : ty * tile + L]
+        band_q = qpad[ty * tile : (ty + 1) * tile]  # (tile, W2, d+1)
+        for tx0 in range(0, ntx, group):
+            g = min(ntx, tx0 + group) - tx0
+            cols = (xp.arange(tx0, tx0 + g)[:, None] * tile + offs[None, :])  # (g, L)
+            kw = band_k[:, :, cols].transpose(2, 0, 1, 3, 4).reshape(g, p * L * L, d + 1)
+            lw = band_l[:, :, cols].transpose(2, 0, 1, 3).reshape(g, 1, p * L * L)
+            q = band_q[:, tx0 * tile : (tx0 + g) * tile].reshape(tile, g, tile, d + 1)
+            q = q.transpose(1, 0, 2, 3).reshape(g, tile * tile, d + 1)
+            sims = q @ kw.transpose(0, 2, 1)  # (g, tile^2, P*L^2)
+            sims += bias
+            idx = topk(sims.reshape(g * tile * tile, -1), kk).reshape(g, tile * tile, kk)
+            top_s = xp.take_along_axis(sims, idx, axis=2)
+            top_l = xp.take_along_axis(lw, idx, axis=2)
+            top_l = xp.where(top_s > NEG / 2, top_l, -1)
+            top_s = top_s.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3).reshape(tile, g * tile, kk)
+            top_l = top_l.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3).reshape(tile, g * tile, kk)
+            out_s[ty * tile : (ty + 1) * tile, tx0 * tile : (tx0 + g) * tile, :kk] = top_s
+            out_l[ty * tile : (ty + 1) * tile, tx0 * tile : (tx0 + g) * tile, :kk] = top_l
+    return Candidates(out_s[:h, :w].reshape(h * w, k), out_l[:h, :w].reshape(h * w, k))

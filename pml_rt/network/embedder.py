@@ -1,0 +1,87 @@
+"""The embedder: dilated backbone + spatio-temporal embedding head, as in the paper (Sec. 3.2).
+
+Input: RGB frames as float32 in 0..255, (N, 3, H, W), and each frame's time (N,) float32.
+Output: L2-normalised embeddings (N, d, ceil(H/8), ceil(W/8)) float32.
+
+The head sees the backbone features plus the normalised cell coordinates (y, x in 0..1) and
+the frame time, so position and time become part of the embedding. Its last layer starts at
+zero and is added to the pretrained features (a residual), so an untrained head leaves the
+ImageNet features unchanged and training can only move away from them as far as it helps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import ModelConfig
+from .mobilenet import DilatedMobileNetV2, imagenet_checkpoint_path
+
+
+def _l2n(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    return x / torch.sqrt((x * x).sum(dim, keepdim=True) + 1e-12)
+
+
+def coordinate_channels(n: int, h: int, w: int, time: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N, 3, h, w): cell-centre y and x in 0..1, and the frame time broadcast over the frame."""
+    ys = (torch.arange(h, dtype=like.dtype, device=like.device) + 0.5) / h
+    xs = (torch.arange(w, dtype=like.dtype, device=like.device) + 0.5) / w
+    yy = ys.view(1, 1, h, 1).expand(n, 1, h, w)
+    xx = xs.view(1, 1, 1, w).expand(n, 1, h, w)
+    tt = time.to(like.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)
+    return torch.cat([yy, xx, tt], dim=1)
+
+
+class EmbeddingHead(nn.Module):
+    """Two 1x1 convolutions over [features, y, x, t], added to a projection of the features."""
+
+    def __init__(self, cin: int, d: int, hidden: int = 256, spatio_temporal: bool = True):
+        super().__init__()
+        self.spatio_temporal = spatio_temporal
+        extra = 3 if spatio_temporal else 0
+        self.proj = nn.Identity() if cin == d else nn.Conv2d(cin, d, 1)
+        self.conv1 = nn.Conv2d(cin + extra, hidden, 1)
+        self.conv2 = nn.Conv2d(hidden, d, 1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, feats: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = feats.shape
+        x = feats
+        if self.spatio_temporal:
+            x = torch.cat([feats, coordinate_channels(n, h, w, time, feats)], dim=1)
+        return _l2n(self.proj(feats) + self.conv2(F.relu(self.conv1(x))))
+
+
+class Embedder(nn.Module):
+    """Frames (N, 3, H, W) in 0..255 and times (N,) -> embeddings (N, d, H/8, W/8), unit length."""
+
+    def __init__(self, cfg: ModelConfig, imagenet: bool = True, spatio_temporal: bool = True):
+        super().__init__()
+        if cfg.backbone != "mobilenet_v2":
+            raise ValueError(f"backbone {cfg.backbone!r} is not defined here; available: mobilenet_v2")
+        self.cfg = cfg
+        self.backbone = DilatedMobileNetV2(taps=cfg.taps, output_stride=cfg.stride)
+        if imagenet:
+            self.backbone.load_imagenet(imagenet_checkpoint_path())
+        cin = sum(self.backbone.out_channels)
+        self.head = EmbeddingHead(cin, cfg.d, spatio_temporal=spatio_temporal)
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1) * 255.0)
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """Backbone features (N, sum C_i, H/8, W/8): each tapped block L2-normalised, then joined.
+
+        Each block gets equal weight (1/sqrt(#taps)) so the joined vector has unit length.
+        """
+        x = (image - self.mean) / self.std
+        taps = self.backbone(x)
+        size = taps[0].shape[-2:]
+        taps = [t if t.shape[-2:] == size else F.interpolate(t, size=size, mode="nearest") for t in taps]
+        return torch.cat([_l2n(t) for t in taps], dim=1) / math.sqrt(len(taps))
+
+    def forward(self, image: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(image), time)

@@ -1,0 +1,115 @@
+"""Label propagation through a video by nearest neighbours in embedding space.
+
+Given reference cells with known labels (from the user's mask), every other frame's cells
+take the vote of their k nearest references (paper, Sec. 3.2). Two ways of following the
+object's changing appearance, each optional and measured in ``docs/RESULTS.md``:
+
+- online adaptation (the paper's): cells whose k neighbours all agree join a bounded pool
+  of extra references;
+- recent-frame references: the predictions of the last few frames, searched only within a
+  window around each cell, as self-supervised label propagation does.
+
+Propagation runs forward from the annotated frame to the end, then backward to the start.
+Written against an array module: embeddings may be NumPy or CuPy arrays.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from .knn import Candidates, global_topk, local_topk, merge_topk, vote
+from .xp import get_xp
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """Settings of :func:`propagate_scores`; defaults chosen on the train split."""
+
+    k: int = 5  # neighbours per vote (paper: 5 for masks, 1 for clicks)
+    online_adaptation: bool = True  # add unanimous cells to the reference pool
+    adaptation_cap: int = 8192  # most adapted references kept (newest first out)
+    recent_frames: int = 7  # earlier frames whose predictions serve as local references (0: off)
+    window: int = 6  # radius, in cells, of the local search in recent frames
+    weighting: str = "softmax"  # "majority" (paper) or "softmax" of similarities
+    temperature: float = 0.1  # of the softmax weighting
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.recent_frames < 0 or self.window < 0:
+            raise ValueError("recent_frames and window must be >= 0")
+        if self.weighting not in ("majority", "softmax"):
+            raise ValueError(f"weighting must be 'majority' or 'softmax', got {self.weighting!r}")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
+
+
+def _frame(emb: Any, t: int, xp: Any) -> Any:
+    return xp.asarray(emb[t], dtype=xp.float32)
+
+
+def label_frame(query: Any, refs: Any, ref_labels: Any, recent: list[tuple[Any, Any]], num_labels: int,
+                cfg: PropagationConfig) -> tuple[Any, Any]:
+    """Scores (h*w, C) and unanimity (h*w,) of one frame's cells.
+
+    query: float32 (h, w, d); refs/ref_labels: the global pool (M, d)/(M,); recent: list of
+    (embedding (h, w, d), labels (h, w)) of earlier frames, searched within ``cfg.window``.
+    """
+    xp = get_xp(query)
+    h, w, d = query.shape
+    parts: list[Candidates] = [global_topk(query.reshape(h * w, d), refs, ref_labels, cfg.k)]
+    if recent:
+        keys = xp.stack([e for e, _ in recent])
+        labels = xp.stack([lab for _, lab in recent])
+        parts.append(local_topk(query, keys, labels, cfg.window, cfg.k))
+    cands = merge_topk(parts, cfg.k)
+    return vote(cands, num_labels, cfg.weighting, cfg.temperature)
+
+
+def _pass(emb: Any, frames: range, ref_frame: int, ref_labels: Any, num_labels: int,
+          cfg: PropagationConfig, xp: Any) -> Iterator[tuple[int, Any]]:
+    h, w = ref_labels.shape
+    ref_emb = _frame(emb, ref_frame, xp)
+    base_refs = ref_emb.reshape(h * w, -1)
+    base_labels = ref_labels.reshape(-1).astype(xp.int32)
+    adapted: deque[tuple[Any, Any]] = deque()
+    n_adapted = 0
+    recent: deque[tuple[Any, Any]] = deque(maxlen=max(cfg.recent_frames, 1))
+    if cfg.recent_frames:
+        recent.append((ref_emb, ref_labels.astype(xp.int32)))
+    for t in frames:
+        q = _frame(emb, t, xp)
+        if adapted:
+            refs = xp.concatenate([base_refs] + [a for a, _ in adapted])
+            labels = xp.concatenate([base_labels] + [b for _, b in adapted])
+        else:
+            refs, labels = base_refs, base_labels
+        scores, unanimous = label_frame(q, refs, labels, list(recent) if cfg.recent_frames else [], num_labels, cfg)
+        pred = xp.argmax(scores, axis=1).astype(xp.int32)
+        if cfg.online_adaptation:
+            sel = xp.nonzero(unanimous)[0]
+            if sel.shape[0]:
+                adapted.append((q.reshape(h * w, -1)[sel], pred[sel]))
+                n_adapted += int(sel.shape[0])
+                while n_adapted > cfg.adaptation_cap and adapted:
+                    n_adapted -= int(adapted.popleft()[1].shape[0])
+        if cfg.recent_frames:
+            recent.append((q, pred.reshape(h, w)))
+        yield t, scores.T.reshape(num_labels, h, w)
+
+
+def propagate_scores(emb: Any, ref_frame: int, ref_labels: Any, num_labels: int,
+                     cfg: PropagationConfig = PropagationConfig(), xp: Any = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(t, scores)`` for every frame but ``ref_frame``: forward first, then backward.
+
+    emb: (T, h, w, d) embeddings (any dtype; a NumPy array, memory map or CuPy array);
+    ref_labels: int (h, w) label columns of the annotated frame; scores: float32 (C, h, w)
+    vote shares, C = num_labels.
+    """
+    cfg.validate()
+    xp = xp or get_xp(ref_labels)
+    n = emb.shape[0]
+    yield from _pass(emb, range(ref_frame + 1, n), ref_frame, ref_labels, num_labels, cfg, xp)
+    yield from _pass(emb, range(ref_frame - 1, -1, -1), ref_frame, ref_labels, num_labels, cfg, xp)

@@ -1,0 +1,76 @@
+"""Named embedder models and their configs, the way timm keeps pretrained configs.
+
+A :class:`ModelConfig` says everything the runtime needs to run a model file: where it is,
+the input convention, the stride and the embedding size. ``get_model_config(name)`` is the
+one factory; an unknown name raises ``ValueError`` listing the valid ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import InputError
+
+DEFAULT_MODEL = "mnv2-os8-untrained"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How a packaged embedder was built and how to feed it."""
+
+    name: str
+    file: str  # ONNX file name inside pml_rt/models/
+    backbone: str  # "mobilenet_v2", ...
+    taps: tuple[int, ...]  # backbone blocks whose features feed the head
+    d: int = 128  # embedding size
+    stride: int = 8  # output stride: embeddings are (ceil(H/8), ceil(W/8))
+    # The ONNX graph normalises internally: it takes RGB float32 in 0..255 (N, 3, H, W) and a
+    # per-frame time (N,) float32 = frame_index * time_scale.
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    time_scale: float = 0.01  # frame index -> time input (100 frames = 1.0)
+    trained: bool = False
+    card: str = "MODEL_CARD.md"
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def path(self) -> Path:
+        """Path of the packaged ONNX file (may not exist in a source tree before export)."""
+        return Path(str(resources.files("pml_rt") / "models" / self.file))
+
+
+_REGISTRY: dict[str, ModelConfig] = {}
+
+
+def register(cfg: ModelConfig) -> ModelConfig:
+    _REGISTRY[cfg.name] = cfg
+    return cfg
+
+
+register(
+    ModelConfig(
+        name="mnv2-os8-untrained",
+        file="mnv2_os8_untrained.onnx",
+        backbone="mobilenet_v2",
+        taps=(6, 13),
+        d=128,
+        trained=False,
+        description="MobileNetV2 (ImageNet) dilated to stride 8; blocks 6 and 13 L2-normalised "
+        "and concatenated; spatio-temporal head present but zero (untrained).",
+    )
+)
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_model_config(name: str = DEFAULT_MODEL) -> ModelConfig:
+    """Return the config of model ``name``; raise ``ValueError`` listing valid names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(f"unknown model {name!r}; valid models: {', '.join(list_models())}") from None

@@ -1,0 +1,55 @@
+"""Stride-8 label scores -> full-resolution labels.
+
+Methods: ``"bilinear"`` (fast, blurs boundaries), ``"joint-bilateral"`` and
+``"bilateral-solver"`` (edge-aware, guided by the frame; see docs/UPSAMPLING.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InputError
+from ..xp import get_xp
+from .bilinear import bilinear_upsample
+
+METHODS = ("bilinear", "bilateral-solver", "joint-bilateral")
+DEFAULT_METHOD = "bilinear"
+
+
+def needs_guide(method: str) -> bool:
+    """Whether ``method`` needs the full-resolution frame."""
+    check_method(method)
+    return method != "bilinear"
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise InputError(f"unknown upsample method {method!r}; valid: {', '.join(METHODS)}")
+    return method
+
+
+def upsample_scores(scores: Any, out_size: tuple[int, int], method: str = DEFAULT_METHOD, guide: Any = None,
+                    confidence: Any = None, stride: int = 8) -> Any:
+    """scores float32 (C, h, w) -> float32 (C, H, W) with ``method``; ``guide`` uint8 (H, W, 3)."""
+    check_method(method)
+    if method == "bilinear":
+        return bilinear_upsample(scores, out_size, stride)
+    if guide is None:
+        raise InputError(f"upsample method {method!r} needs the frame as guide")
+    if tuple(guide.shape[:2]) != tuple(out_size):
+        raise InputError(f"guide frame is {tuple(guide.shape[:2])}, expected {tuple(out_size)}")
+    if method == "bilateral-solver":
+        from .bilateral_solver import bilateral_solver_upsample  # noqa: PLC0415
+
+        return bilateral_solver_upsample(scores, guide, confidence)
+    from .joint_bilateral import joint_bilateral_upsample  # noqa: PLC0415
+
+    return joint_bilateral_upsample(scores, guide, confidence)
+
+
+def upsample_labels(scores: Any, out_size: tuple[int, int], method: str = DEFAULT_METHOD, guide: Any = None,
+                    confidence: Any = None, stride: int = 8) -> Any:
+    """Label columns (H, W) uint8: argmax over C of the upsampled scores."""
+    xp = get_xp(scores)
+    up = upsample_scores(scores, out_size, method, guide, confidence, stride)
+    return xp.argmax(up, axis=0).astype(xp.uint8)
