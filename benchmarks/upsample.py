@@ -12,6 +12,7 @@ measure real kNN scores instead, call :func:`compare_upsamplers` with them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import zlib
@@ -31,7 +32,9 @@ from pml_rt.upsample.bilateral_solver import STRIDE, bilateral_solver_upsample  
 from pml_rt.upsample.bilinear import bilinear_upsample  # noqa: E402
 from pml_rt.upsample.joint_bilateral import joint_bilateral_upsample  # noqa: E402
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016-dev"
+# $PML_RT_DATA/davis2016-dev, else ../shared/data/davis2016-dev next to the repo.
+_DATA = os.environ.get("PML_RT_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_ROOT = Path(_DATA) / "davis2016-dev"
 
 # name -> fn(scores (C, h, w) float32, guide (H, W, 3) uint8 RGB) -> labels (H, W) int
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -170,7 +173,10 @@ def local_f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
-def metric_functions() -> tuple[Callable[[np.ndarray, np.ndarray], float], Callable[[np.ndarray, np.ndarray], float], str]:
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def metric_functions() -> tuple[Metric, Metric, str]:
     """(jaccard, f_measure, source): pml_rt.metrics where it exists, else the local DAVIS ones."""
     try:
         from pml_rt import metrics  # noqa: PLC0415 - written by someone else, may be absent
@@ -244,7 +250,8 @@ class Row:
     method: str
     j: float
     f: float
-    ms: float  # median ms per frame
+    ms: float  # median wall-clock ms per frame
+    cpu_ms: float  # median CPU ms per frame (this process): less swayed by others' jobs
     j_ratio: float = 1.0
     f_ratio: float = 1.0
     ms_ratio: float = 1.0
@@ -253,7 +260,7 @@ class Row:
 def compare_upsamplers(frames: Sequence[np.ndarray], scores_list: Sequence[np.ndarray],
                        gts: Sequence[np.ndarray], methods: dict[str, Method],
                        object_label: int = 1) -> list[Row]:
-    """Mean J, mean F and median ms/frame of each method, all run on every frame in turn.
+    """Mean J, mean F and median wall and CPU ms/frame of each method, run on every frame in turn.
 
     frames: uint8 (H, W, 3) RGB; scores_list: float32 (C, h, w) stride-8 scores; gts: bool
     (H, W) masks of label column ``object_label``. Each method's first call is a warm-up
@@ -264,17 +271,18 @@ def compare_upsamplers(frames: Sequence[np.ndarray], scores_list: Sequence[np.nd
     jaccard, f_measure, _ = metric_functions()
     for fn in methods.values():
         fn(scores_list[0], frames[0])
-    per: dict[str, dict[str, list[float]]] = {m: {"j": [], "f": [], "ms": []} for m in methods}
+    per: dict[str, dict[str, list[float]]] = {m: {"j": [], "f": [], "ms": [], "cpu": []} for m in methods}
     for rgb, sc, gt in zip(frames, scores_list, gts):
         for name, fn in methods.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             labels = fn(sc, rgb)
             per[name]["ms"].append(1e3 * (time.perf_counter() - t0))
+            per[name]["cpu"].append(1e3 * (time.process_time() - c0))
             pred = np.asarray(labels) == object_label
             per[name]["j"].append(jaccard(pred, gt))
             per[name]["f"].append(f_measure(pred, gt))
-    rows = [Row(m, float(np.mean(v["j"])), float(np.mean(v["f"])), float(np.median(v["ms"])))
-            for m, v in per.items()]
+    rows = [Row(m, float(np.mean(v["j"])), float(np.mean(v["f"])), float(np.median(v["ms"])),
+                float(np.median(v["cpu"]))) for m, v in per.items()]
     base = rows[0]
     for r in rows:
         r.j_ratio, r.f_ratio, r.ms_ratio = r.j / base.j, r.f / base.f, r.ms / base.ms
@@ -282,10 +290,13 @@ def compare_upsamplers(frames: Sequence[np.ndarray], scores_list: Sequence[np.nd
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """Plain-text table of :func:`compare_upsamplers` rows."""
-    lines = [f"{'method':<18} {'J':>7} {'F':>7} {'ms/frame':>9} {'J/bil':>7} {'F/bil':>7} {'ms/bil':>7}"]
+    """Plain-text table of :func:`compare_upsamplers` rows; dJ and dF are points (x100) over the first row."""
+    base = rows[0]
+    lines = [f"{'method':<18} {'J':>7} {'F':>7} {'dJ':>6} {'dF':>6} {'ms/frame':>9} {'cpu ms':>7} "
+             f"{'J/bil':>6} {'F/bil':>6} {'ms/bil':>7}"]
     for r in rows:
-        lines.append(f"{r.method:<18} {r.j:7.4f} {r.f:7.4f} {r.ms:9.1f} {r.j_ratio:7.3f} {r.f_ratio:7.3f} {r.ms_ratio:7.2f}")
+        lines.append(f"{r.method:<18} {r.j:7.4f} {r.f:7.4f} {100 * (r.j - base.j):+6.2f} {100 * (r.f - base.f):+6.2f} "
+                     f"{r.ms:9.1f} {r.cpu_ms:7.1f} {r.j_ratio:6.3f} {r.f_ratio:6.3f} {r.ms_ratio:7.2f}")
     return "\n".join(lines)
 
 
@@ -294,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--davis", default=str(DEFAULT_ROOT), help="DAVIS root (default: %(default)s)")
     ap.add_argument("--split", default="val", choices=("train", "val"))
     ap.add_argument("--frames", type=int, default=3, help="frames per sequence (default: %(default)s)")
+    ap.add_argument("--displace", type=float, default=4.0,
+                    help="std of the boundary displacement of the synthetic scores, pixels (default: %(default)s)")
     ap.add_argument("--methods", default="", help="comma-separated subset of: bilinear, joint-bilateral, "
                     "bilateral-solver, opencv-fbs (default: all available; bilinear always first)")
     args = ap.parse_args(argv)
@@ -307,11 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"unknown or unavailable methods {unknown}; available: {', '.join(methods)}")
         methods = {m: methods[m] for m in wanted}
     frames = load_frames(args.davis, args.split, args.frames)
-    scores = [scores_from_mask(f.gt, frame_seed(f)) for f in frames]
+    scores = [scores_from_mask(f.gt, frame_seed(f), displace=args.displace) for f in frames]
     rows = compare_upsamplers([f.rgb for f in frames], scores, [f.gt for f in frames], methods)
     _, _, source = metric_functions()
     print(f"{len(frames)} frames of {args.split} ({args.davis}), {frames[0].rgb.shape[1]}x{frames[0].rgb.shape[0]}; "
-          f"scores from ground truth (scores_from_mask); metrics: {source}")
+          f"scores from ground truth (scores_from_mask, displace={args.displace:g} px); metrics: {source}")
     if "opencv-fbs" not in methods and not args.methods:
         print(f"opencv-fbs skipped: {opencv_fbs_status()[1]}")
     print(format_table(rows))

@@ -29,7 +29,8 @@ class PropagationConfig:
 
     k: int = 5  # neighbours per vote (paper: 5 for masks, 1 for clicks)
     online_adaptation: bool = True  # add unanimous cells to the reference pool
-    adaptation_cap: int = 8192  # most adapted references kept (newest first out)
+    adaptation_cap: int = 2048  # most adapted references kept (oldest leave first)
+    background_stride: int = 2  # keep every n-th annotated background cell per axis (objects: all)
     recent_frames: int = 7  # earlier frames whose predictions serve as local references (0: off)
     window: int = 6  # radius, in cells, of the local search in recent frames
     weighting: str = "softmax"  # "majority" (paper) or "softmax" of similarities
@@ -38,6 +39,8 @@ class PropagationConfig:
     def validate(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.background_stride < 1 or self.adaptation_cap < 0:
+            raise ValueError("background_stride must be >= 1 and adaptation_cap >= 0")
         if self.recent_frames < 0 or self.window < 0:
             raise ValueError("recent_frames and window must be >= 0")
         if self.weighting not in ("majority", "softmax"):
@@ -68,12 +71,30 @@ def label_frame(query: Any, refs: Any, ref_labels: Any, recent: list[tuple[Any, 
     return vote(cands, num_labels, cfg.weighting, cfg.temperature)
 
 
+def reference_pool(ref_emb: Any, ref_labels: Any, background_stride: int = 1) -> tuple[Any, Any]:
+    """Reference rows (M, d) and labels (M,) from an annotated frame's cells.
+
+    Every object cell is kept; background cells only on a grid of ``background_stride``
+    (the background is large and repetitive, and the search cost grows with M).
+    """
+    xp = get_xp(ref_emb)
+    h, w = ref_labels.shape
+    keep = ref_labels > 0
+    if background_stride > 1:
+        grid = xp.zeros((h, w), dtype=bool)
+        grid[::background_stride, ::background_stride] = True
+        keep = keep | grid
+    else:
+        keep = xp.ones((h, w), dtype=bool)
+    idx = xp.nonzero(keep.reshape(-1))[0]
+    return ref_emb.reshape(h * w, -1)[idx], ref_labels.reshape(-1)[idx].astype(xp.int32)
+
+
 def _pass(emb: Any, frames: range, ref_frame: int, ref_labels: Any, num_labels: int,
           cfg: PropagationConfig, xp: Any) -> Iterator[tuple[int, Any]]:
     h, w = ref_labels.shape
     ref_emb = _frame(emb, ref_frame, xp)
-    base_refs = ref_emb.reshape(h * w, -1)
-    base_labels = ref_labels.reshape(-1).astype(xp.int32)
+    base_refs, base_labels = reference_pool(ref_emb, ref_labels, cfg.background_stride)
     adapted: deque[tuple[Any, Any]] = deque()
     n_adapted = 0
     recent: deque[tuple[Any, Any]] = deque(maxlen=max(cfg.recent_frames, 1))
@@ -90,7 +111,9 @@ def _pass(emb: Any, frames: range, ref_frame: int, ref_labels: Any, num_labels: 
         pred = xp.argmax(scores, axis=1).astype(xp.int32)
         if cfg.online_adaptation:
             sel = xp.nonzero(unanimous)[0]
-            if sel.shape[0]:
+            step = -(-int(sel.shape[0]) // max(cfg.adaptation_cap // 4, 1))
+            sel = sel[::max(step, 1)]  # at most a quarter of the cap per frame, spread evenly
+            if sel.shape[0] and cfg.adaptation_cap:
                 adapted.append((q.reshape(h * w, -1)[sel], pred[sel]))
                 n_adapted += int(sel.shape[0])
                 while n_adapted > cfg.adaptation_cap and adapted:

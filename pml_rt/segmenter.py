@@ -199,6 +199,7 @@ def _config(k: int, online_adaptation: bool, recent_frames: int | None, window: 
         k=int(k),
         online_adaptation=bool(online_adaptation),
         adaptation_cap=base.adaptation_cap,
+        background_stride=base.background_stride,
         recent_frames=base.recent_frames if recent_frames is None else int(recent_frames),
         window=base.window if window is None else int(window),
         weighting=weighting or base.weighting,

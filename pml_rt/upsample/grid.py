@@ -9,11 +9,11 @@ dimension (the [1, 2, 1] blur of the paper, summed over dimensions as in its ref
 code). Written once against an array module: NumPy with SciPy, or CuPy with cupyx.scipy.
 
 The grid may cover a subset of the frame's pixels (the solver uses the band around label
-boundaries). Vertex ids come from sorting one integer key per pixel rather than from
-``unique(..., return_inverse=True)`` (four times slower here): spatial cells and colour
-cells present are first numbered densely, so a key ``spatial * palette_size + colour`` stays
-small, and the key -> vertex map is a flat array written only at the keys present and
-checked on every read.
+changes). Spatial cells and colour cells present are first numbered densely, so a vertex
+key ``spatial * palette_size + colour`` stays small (int32 at 854x480). Vertex ids come from
+sorting the keys and a flat key -> vertex table written only where keys exist, and checked
+on every other read; measured here, that beats ``unique(..., return_inverse=True)`` by four
+times and an argsort with binary searches by a third.
 """
 
 from __future__ import annotations
@@ -82,7 +82,19 @@ class BilateralGrid:
     dims: int  # grid dimensions (5 with chroma, 3 without); the blur's centre weight is 2 * dims
     counts: Any  # float32 (V,): pixels per vertex, the splat of ones (the m of the paper)
     vertex_yx: tuple[Any, Any]  # int32 (V,) each: spatial cell (y // s, x // s) of each vertex
-    neighbours: Any  # sparse float32 (V, V) 0/1 adjacency: one step along one dimension
+    nbr_rows: Any  # int32 (E,): vertex pairs one step apart along one dimension, both ways,
+    nbr_cols: Any  # int32 (E,): sorted by row (the CSR layout of the adjacency)
+    nbr_indptr: Any  # int32 (V + 1,): CSR row pointers into nbr_rows / nbr_cols
+
+    def weighted_neighbours(self, data: Any) -> Any:
+        """The adjacency's sparse (V, V) CSR matrix with ``data`` (E,) as its entries."""
+        sp = sparse_module(self.xp)
+        return sp.csr_matrix((data, self.nbr_cols, self.nbr_indptr), shape=(self.nvertices, self.nvertices))
+
+    @property
+    def neighbours(self) -> Any:
+        """Sparse float32 (V, V) 0/1 adjacency (built on each access; cache it if reused)."""
+        return self.weighted_neighbours(self.xp.ones(self.nbr_rows.shape[0], dtype=self.xp.float32))
 
     def splat(self, values: Any) -> Any:
         """Sum pixel values into vertices: (N,) -> (V,) float32."""
@@ -93,9 +105,13 @@ class BilateralGrid:
         """Read each pixel's vertex value: (..., V) -> (..., N)."""
         return y[..., self.idx]
 
-    def blur(self, y: Any) -> Any:
-        """[1, 2, 1] blur along every grid dimension, summed: (V,) -> (V,)."""
-        return (2 * self.dims) * y + self.neighbours @ y
+    def blur(self, y: Any, neighbours: Any = None) -> Any:
+        """[1, 2, 1] blur along every grid dimension, summed: (V,) -> (V,).
+
+        ``neighbours``: the 0/1 adjacency if already built (see :attr:`neighbours`).
+        """
+        adj = self.neighbours if neighbours is None else neighbours
+        return (2 * self.dims) * y + adj @ y
 
 
 def build_grid(rgb: Any, ys: Any, xs: Any, sigma_spatial: int = 8, sigma_luma: float = 8.0,
@@ -141,44 +157,48 @@ def build_grid(rgb: Any, ys: Any, xs: Any, sigma_spatial: int = 8, sigma_luma: f
     first[1:] = skey[1:] != skey[:-1]
     uniq = skey[first]
     nv = int(uniq.shape[0])
-    vmap = xp.empty(nkeys, dtype=xp.int32)  # written only at present keys; reads are checked
+    # key -> vertex: a flat table written only at the keys present (so only their pages are
+    # touched); every read of another key is checked against ``uniq``.
+    vmap = xp.empty(nkeys, dtype=xp.int32)
     vmap[uniq] = xp.arange(nv, dtype=xp.int32)
     idx = vmap[key]
     counts = xp.bincount(idx, minlength=nv).astype(xp.float32)
 
     # Neighbours: one step along y and x (spatial cells), and along each colour axis (palette).
+    # Only +1 steps are looked up; the -1 links are their transposes.
     vcell = (uniq // npal).astype(xp.int32)
     vpal = (uniq % npal).astype(xp.int32)
     vyx = cells[vcell]
     vy, vx = vyx // nx, vyx % nx
     rows, cols = [], []
 
-    def link(nkey: Any) -> None:  # nkey < 0 marks "no such neighbour"
+    def link(nkey: Any) -> None:  # nkey < 0: no such neighbour
         ok = nkey >= 0
         j = xp.clip(vmap[xp.where(ok, nkey, 0)], 0, nv - 1)
         ok &= uniq[j] == nkey
         rows.append(xp.flatnonzero(ok).astype(xp.int32))
         cols.append(j[ok])
 
-    # Only the +1 steps are looked up; the -1 links are their transposes.
     for dy, dx in ((1, 0), (0, 1)):
         ncell_id = cell_map[(vy + dy) * nx + vx + dx]  # in range: the spare row and column
         link(xp.where(ncell_id >= 0, ncell_id.astype(kdt) * npal + vpal, -1))
     dense = palette[vpal]
     stride = 1
-    for ext in reversed(extents):
+    for ext in reversed(extents):  # v, u, luma: dense colour key = (l * next + u) * next + v
         # The spare top value per axis keeps dense + stride inside the colour table.
-        ok = (dense // stride) % ext + 1 < ext
-        npal_id = pal_map[xp.where(ok, dense + stride, 0)]
-        npal_id = xp.where(ok, npal_id, -1)
+        npal_id = pal_map[dense + stride]
         link(xp.where(npal_id >= 0, vcell.astype(kdt) * npal + npal_id, -1))
         stride *= ext
+    # COO -> CSR (a counting sort inside SciPy / cuSPARSE), then back to COO for the row of
+    # every stored entry, in CSR order, so the solver can reweight the same structure.
     r = xp.concatenate(rows + cols)
     c = xp.concatenate(cols + rows)
     sp = sparse_module(xp)
-    adj = sp.csr_matrix((xp.ones(r.shape[0], dtype=xp.float32), (r, c)), shape=(nv, nv))
+    adj = sp.coo_matrix((xp.ones(r.shape[0], dtype=xp.float32), (r, c)), shape=(nv, nv)).tocsr()
+    coo = adj.tocoo()
     return BilateralGrid(xp=xp, idx=idx, nvertices=nv, dims=2 + len(cbins), counts=counts,
-                         vertex_yx=(vy.astype(xp.int32), vx.astype(xp.int32)), neighbours=adj)
+                         vertex_yx=(vy.astype(xp.int32), vx.astype(xp.int32)),
+                         nbr_rows=coo.row.astype(xp.int32), nbr_cols=adj.indices, nbr_indptr=adj.indptr)
 
 
 def bistochastize(grid: BilateralGrid, iterations: int = 10) -> tuple[Any, Any]:
@@ -188,8 +208,9 @@ def bistochastize(grid: BilateralGrid, iterations: int = 10) -> tuple[Any, Any]:
     smoothness term neither favours nor shrinks any vertex. Returns float32 (V,) each.
     """
     xp = grid.xp
+    adj = grid.neighbours
     m = grid.counts
     n = xp.ones_like(m)
     for _ in range(iterations):
-        n = xp.sqrt(n * m / grid.blur(n))
-    return n, n * grid.blur(n)
+        n = xp.sqrt(n * m / grid.blur(n, adj))
+    return n, n * grid.blur(n, adj)

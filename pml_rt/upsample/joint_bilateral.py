@@ -26,7 +26,11 @@ from ..errors import InputError
 from ..xp import get_xp
 from .bilateral_solver import STRIDE, band_cells, cell_pixels, check_inputs, nearest_cells
 
-COLOUR_CAP = 20.0  # cap on the colour exponent: weight >= e^-20 times the spatial weight
+COLOUR_CAP = 20.0
+# Defaults chosen on the DAVIS-2016 train split (benchmarks/upsample.py; docs/UPSAMPLING.md).
+DEFAULT_SIGMA_SPATIAL = 4.0
+DEFAULT_SIGMA_LUMA = 16.0
+DEFAULT_SIGMA_CHROMA = 8.0  # cap on the colour exponent: weight >= e^-20 times the spatial weight
 
 
 def guide_features(rgb: Any, sigma_luma: float, sigma_chroma: float | None) -> list[Any]:
@@ -45,88 +49,86 @@ def guide_features(rgb: Any, sigma_luma: float, sigma_chroma: float | None) -> l
     return [o.astype(xp.float32) for o in out]
 
 
-def cell_means(guide: Any, h: int, w: int) -> Any:
-    """Mean RGB of each stride-8 cell over its pixels inside the frame: float32 (h, w, 3)."""
+def cell_means(guide: Any, cells: Any, w: int) -> Any:
+    """Mean RGB of cells (K,) over their pixels inside the frame: float32 (K, 3)."""
     xp = get_xp(guide)
     hh, ww = guide.shape[:2]
-    sums = xp.zeros((h, w, 3), dtype=xp.float32)
-    h0, w0 = hh // STRIDE, ww // STRIDE  # whole cells
-    whole = guide[:h0 * STRIDE, :w0 * STRIDE].reshape(h0, STRIDE, w0, STRIDE, 3)
-    sums[:h0, :w0] = whole.sum(axis=(1, 3), dtype=xp.float32)
-    ns = xp.full((h, w), float(STRIDE * STRIDE), dtype=xp.float32)
-    if w0 < w:  # a partial column of cells on the right
-        part = guide[:, w0 * STRIDE:].astype(xp.float32)
-        pad = xp.zeros((h * STRIDE, part.shape[1], 3), dtype=xp.float32)
-        pad[:hh] = part
-        sums[:, w0] = pad.reshape(h, STRIDE, -1, 3).sum(axis=(1, 2))
-        ns[:, w0] = STRIDE * part.shape[1]
-    if h0 < h:  # a partial row of cells at the bottom
-        part = guide[h0 * STRIDE:].astype(xp.float32)
-        pad = xp.zeros((part.shape[0], w * STRIDE, 3), dtype=xp.float32)
-        pad[:, :ww] = part
-        sums[h0] = pad.reshape(-1, w, STRIDE, 3).sum(axis=(0, 2))
-        ns[h0] = part.shape[0] * STRIDE
-        if w0 < w:
-            ns[h0, w0] = part.shape[0] * (ww - w0 * STRIDE)
-    return sums / ns[..., None]
+    ys, xs, inside = cell_pixels(cells, w, (hh, ww))
+    px = xp.take(guide.reshape(-1, 3), ys * ww + xs, axis=0).astype(xp.float32)  # (K, 64, 3)
+    weight = inside.astype(xp.float32)
+    return xp.einsum("kpc,kp->kc", px, weight) / weight.sum(axis=1)[:, None]
 
 
-def joint_bilateral_upsample(scores: Any, guide: Any, confidence: Any = None, *, sigma_spatial: float = 8.0,
-                             sigma_luma: float = 8.0, sigma_chroma: float | None = 8.0,
-                             radius: int = 1) -> Any:
+def joint_bilateral_upsample(scores: Any, guide: Any, confidence: Any = None, *,
+                             sigma_spatial: float = DEFAULT_SIGMA_SPATIAL, sigma_luma: float = DEFAULT_SIGMA_LUMA,
+                             sigma_chroma: float | None = DEFAULT_SIGMA_CHROMA, radius: int = 1) -> Any:
     """Upsample stride-8 scores to full resolution with the joint bilateral filter.
 
     scores: float32 (C, h, w), h = ceil(H / 8), w = ceil(W / 8); guide: uint8 (H, W, 3) RGB;
     confidence: float32 (h, w) in [0, 1] or None for the top vote share. sigma_spatial in
-    pixels, sigma_luma and sigma_chroma in 0..255 levels (None: luma only), radius in cells.
-    Only cells within ``radius`` cells of a label change are filtered; elsewhere every cell
-    in reach has the same label (a weighted mean of score vectors sharing an argmax keeps
-    it), so those pixels keep their cell's scores. Returns float32 (C, H, W) scores on the
-    scores' device (rows sum to 1 where the inputs' do); labels = argmax over C.
+    pixels, sigma_luma and sigma_chroma in 0..255 levels (None: luma only). Each pixel reads
+    the 2r x 2r cells whose centres are nearest to it (r = ``radius``; 1 is bilinear's 2x2).
+    Only cells within r - 1 cells of a label change are filtered; elsewhere every cell in
+    reach has the same label (a weighted mean of score vectors sharing an argmax keeps it), so
+    those pixels keep their cell's scores. Returns float32 (C, H, W) scores on the scores'
+    device (rows sum to 1 where the inputs' do); labels = argmax over C.
     """
-    scores, confidence = check_inputs(scores, guide, confidence)
+    scores, guide, confidence = check_inputs(scores, guide, confidence)
     if sigma_spatial <= 0 or sigma_luma <= 0 or (sigma_chroma is not None and sigma_chroma <= 0):
         raise InputError(f"sigmas must be > 0, got {sigma_spatial}, {sigma_luma}, {sigma_chroma}")
-    if int(radius) != radius or radius < 0:
-        raise InputError(f"radius must be a whole number of cells >= 0, got {radius}")
+    if int(radius) != radius or radius < 1:
+        raise InputError(f"radius must be a whole number of cells >= 1, got {radius}")
     xp = get_xp(scores)
     nc, h, w = scores.shape
     hh, ww = guide.shape[:2]
     r = int(radius)
     out = nearest_cells(scores, (hh, ww))
-    cells = band_cells(scores, r)
+    # A cell whose taps (all within r cells) share its label keeps it: that holds unless a
+    # label change (a cell with a differing 8-neighbour) lies within r - 1 cells.
+    cells = band_cells(scores, r - 1)
     if cells.shape[0] == 0:
         return out
     ys, xs, inside = cell_pixels(cells, w, (hh, ww))  # (K, 64) each
-    feats = guide_features(guide[ys, xs], sigma_luma, sigma_chroma)  # (K, 64) each
-    means = guide_features(cell_means(guide, h, w), sigma_luma, sigma_chroma)  # (h, w) each
-    means = [m.ravel() for m in means]
-    conf = xp.maximum(confidence, 1e-6).ravel()  # > 0, so the own cell's weight is never 0
+    feats = guide_features(xp.take(guide.reshape(-1, 3), ys * ww + xs, axis=0), sigma_luma, sigma_chroma)
+    # Cell colours are needed out to r cells beyond the filtered ones.
+    reach = band_cells(scores, 2 * r - 1)
+    rgb_means = xp.zeros((h * w, 3), dtype=xp.float32)
+    rgb_means[reach] = cell_means(guide, reach, w)
+    means = guide_features(rgb_means, sigma_luma, sigma_chroma)  # (h * w,) each
+    conf = xp.maximum(confidence, 1e-6).ravel()  # > 0, so some weight is never 0
     flat_scores = scores.reshape(nc, h * w)
-    ci, cj = cells // w, cells % w
 
-    # Pixel offsets inside a cell from its centre (3.5), as (64,) for rows and columns.
-    off = xp.arange(STRIDE * STRIDE, dtype=xp.int32)
-    oy = (off // STRIDE).astype(xp.float32) - (STRIDE - 1) / 2.0
-    ox = (off % STRIDE).astype(xp.float32) - (STRIDE - 1) / 2.0
-    inv2s2 = 1.0 / (2.0 * float(sigma_spatial) ** 2)
-    acc_w = xp.zeros(ys.shape, dtype=xp.float32)
-    acc = xp.zeros((nc,) + ys.shape, dtype=xp.float32)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            ni, nj = ci + dy, cj + dx
-            ok = (ni >= 0) & (ni < h) & (nj >= 0) & (nj < w)
-            q = xp.where(ok, ni * w + nj, 0)
+    # A pixel's taps depend only on its cell and on which quadrant of the cell it lies in:
+    # the cells whose centres are nearest are i0 - r + 1 .. i0 + r with i0 = ci - 1 + qy
+    # (bilinear's two for r = 1). So pixels are viewed as (K, qy, iy, qx, ix) = (K, 2, 4, 2, 4),
+    # every tap reads (K, 2, 2) cell values and broadcasts them over the quadrants' pixels.
+    k = cells.shape[0]
+    half = STRIDE // 2
+    shape5 = (k, 2, half, 2, half)
+    feats = [f.reshape(shape5) for f in feats]
+    ci = (cells // w)[:, None, None] + xp.arange(-1, 1, dtype=xp.int32)[None, :, None]  # (K, 2, 1)
+    cj = (cells % w)[:, None, None] + xp.arange(-1, 1, dtype=xp.int32)[None, None, :]  # (K, 1, 2)
+    # Distance, in cells, from a pixel at offset o (0..7) in its cell to tap t of its quadrant.
+    o = (xp.arange(STRIDE, dtype=xp.float32) + 0.5) / STRIDE - 0.5
+    quad = (xp.arange(STRIDE) >= half).astype(xp.float32)
+    inv2s2 = float(STRIDE) ** 2 / (2.0 * float(sigma_spatial) ** 2)
+    acc_w = xp.zeros(shape5, dtype=xp.float32)
+    acc = xp.zeros((nc,) + shape5, dtype=xp.float32)
+    for a in range(1 - r, r + 1):
+        dy2 = ((o - (quad - 1 + a)) ** 2 * inv2s2).reshape(2, half)[None, :, :, None, None]
+        for b in range(1 - r, r + 1):
+            dx2 = ((o - (quad - 1 + b)) ** 2 * inv2s2).reshape(2, half)[None, None, None, :, :]
+            qi, qj = ci + a, cj + b
+            ok = (qi >= 0) & (qi < h) & (qj >= 0) & (qj < w)  # (K, 2, 2)
+            q = xp.where(ok, qi * w + qj, 0)
             d2 = None
             for f, m in zip(feats, means):
-                diff = f - m[q][:, None]
+                diff = f - m[q][:, :, None, :, None]
                 d2 = diff * diff if d2 is None else d2 + diff * diff
-            spatial = ((oy - STRIDE * dy) ** 2 + (ox - STRIDE * dx) ** 2) * inv2s2  # (64,)
-            wt = xp.exp(-(xp.minimum(d2 * 0.5, COLOUR_CAP) + spatial[None, :]))
-            wt *= xp.where(ok, conf[q], 0.0)[:, None]
+            wt = xp.exp(-(xp.minimum(d2 * 0.5, COLOUR_CAP) + dy2 + dx2))
+            wt *= xp.where(ok, conf[q], 0.0)[:, :, None, :, None]
             acc_w += wt
-            acc += wt[None] * flat_scores[:, q][:, :, None]
-    res = acc / acc_w[None]
-    pix = (ys * ww + xs)[inside]
-    out.reshape(nc, hh * ww)[:, pix] = res[:, inside]
+            acc += wt[None] * flat_scores[:, q][:, :, :, None, :, None]
+    res = (acc / acc_w[None]).reshape(nc, k, STRIDE * STRIDE)
+    out.reshape(nc, hh * ww)[:, (ys * ww + xs)[inside]] = res[:, inside]
     return out

@@ -1,0 +1,52 @@
+"""J&F on a DAVIS-format root, side by side for several propagation settings on shared embeddings.
+
+    python benchmarks/davis.py                      # val split of ../shared/data/davis2016-dev
+    python benchmarks/davis.py --split train --max-frames 30
+
+Settings compared in one run (same embeddings):
+  first-frame-nn : plain k=5 nearest neighbours to the first frame, majority vote (the baseline)
+  paper          : + online adaptation (the paper's method)
+  default        : the package default (online adaptation + recent-frame local references)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pml_rt.davis import default_data_root
+from pml_rt.evaluate import evaluate_configs, format_table
+from pml_rt.segmenter import Segmenter
+from pml_rt.upsample import DEFAULT_METHOD, METHODS
+
+CONFIGS = {
+    "first-frame-nn": {"online_adaptation": False, "recent_frames": 0, "weighting": "majority"},
+    "paper (+online adapt.)": {"online_adaptation": True, "recent_frames": 0, "weighting": "majority"},
+    "default (+recent refs)": {},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--davis", default=str(default_data_root() / "davis2016-dev"), help="DAVIS-format root")
+    p.add_argument("--split", default="val", help="split in ImageSets (default val)")
+    p.add_argument("--max-frames", type=int, default=None, help="first N frames of each sequence")
+    p.add_argument("--upsample", choices=METHODS, default=DEFAULT_METHOD)
+    p.add_argument("--configs", default=None, help="comma-separated subset of: " + ", ".join(CONFIGS))
+    p.add_argument("--out", default=None, help="write the default config's masks here")
+    p.add_argument("--json", default=None, help="save the report as JSON")
+    args = p.parse_args(argv)
+    names = args.configs.split(",") if args.configs else list(CONFIGS)
+    configs = {n: {**CONFIGS[n], "upsample": args.upsample} for n in names}
+    report = evaluate_configs(Segmenter(), args.davis, configs, split=args.split, max_frames=args.max_frames,
+                              out_dir=args.out)
+    print(format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, default=float)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,697 @@
+"""Interactive segmentation: clicks, scribbles and masks on any frame, answered in milliseconds.
+
+    video = Segmenter().embed("clip.mp4")
+    session = video.session()                      # k = 1, as the paper does for clicks
+    session.add_clicks(0, [[120, 80], [10, 10]], [1, 0])
+    session.add_scribble(30, [[50, 60], [90, 64]], 2)
+    mask = session.mask(30)                        # uint8 (H, W) object ids
+    masks = session.masks()                        # uint8 (T, H, W)
+    session.undo(); session.remove_object(2)
+
+Every annotated stride-8 cell becomes a reference; every cell of every frame takes the label
+of its nearest reference(s) in embedding space (paper, Sec. 3.2). Embeddings do not depend
+on the annotations, so nothing re-runs the network, and the search is incremental: for each
+label column the session keeps, for every cell of the video, its best similarities to that
+column's references and which references they were. A new click therefore costs one
+matrix-vector product over the video's cells, (T*h*w, d) @ (d,), and a merge; undo and
+replaced references recompute only the cells whose best reference went away. The state is
+always exactly the kNN labelling of the active references (``recompute()`` checks this).
+
+Rules worth knowing:
+- a click at pixel (x, y) labels cell (y // 8, x // 8); a scribble labels every cell its
+  rasterised line crosses; a mask labels all object cells and the background cells on a
+  ``background_stride`` grid (as ``propagate`` does) and replaces earlier references on
+  its frame;
+- a new label on a cell that already holds a reference of another label replaces it (the
+  newest annotation of a cell wins; undo restores the old one);
+- with references of a single label only, every cell gets that label: click the
+  background too.
+
+Array work goes through ``xp`` (NumPy here, CuPy with ``xp="cupy"``); reference
+bookkeeping (a few hundred rows) stays on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .annotations import ObjectMap, cell_labels
+from .errors import InputError, StateError
+from .knn import NEG, Candidates, global_topk, topk, vote
+from .scribbles import polyline_pixels
+from .upsample import DEFAULT_METHOD, check_method, needs_guide, upsample_labels
+from .xp import get_xp, to_device, to_host
+
+__all__ = ["Annotation", "Session", "Update", "bilinear_onehot_labels"]
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one session call changed: the same shape for every verb.
+
+    ``frames``: frames whose labels changed (redraw these); ``cells``: how many stride-8
+    cells of the video changed label.
+    """
+
+    frames: tuple[int, ...]
+    cells: int
+
+
+@dataclass
+class Annotation:
+    """One user action that added references (undo pops it whole)."""
+
+    kind: str  # "clicks", "scribble" or "mask"
+    frame: int
+    cells: np.ndarray  # int64 (n,) cells of the frame it labelled, row-major y * w + x
+    labels: np.ndarray  # uint8 (n,) user object ids of those cells (0 = background)
+    refs: np.ndarray = field(default_factory=lambda: _EMPTY)  # ids of the references it added
+    replaced: np.ndarray = field(default_factory=lambda: _EMPTY)  # older references it switched off
+    new_objects: tuple[int, ...] = ()  # object ids it introduced (undo forgets them)
+
+
+@dataclass
+class _Removal:
+    """A ``remove_object`` call, kept so that undo can bring the object back."""
+
+    obj_id: int
+    ids_before: list[int]  # object ids in column order before, so columns come back in place
+    refs: np.ndarray  # the object's references it switched off
+
+
+def _resolve_xp(xp: Any) -> Any:
+    if xp is None or xp == "numpy":
+        return np
+    if isinstance(xp, str):
+        if xp != "cupy":
+            raise InputError(f"xp must be 'numpy', 'cupy' or an array module, got {xp!r}")
+        from ._optional import require  # noqa: PLC0415
+
+        return require("cupy", "an interactive session on the GPU")
+    return xp
+
+
+def _axis_weights(n_out: int, n_in: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bilinear weights of :func:`pml_rt.upsample.bilinear.bilinear_upsample`, on the host.
+
+    Pixel centre y + 0.5 lies at (y + 0.5) / stride - 0.5 in cell coordinates, clamped to the
+    edge cells. Returns i0, i1 int64 (n_out,) and the weight of i1, float32 (n_out,).
+    """
+    src = (np.arange(n_out, dtype=np.float32) + 0.5) / stride - 0.5
+    src = np.clip(src, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def _periodic(i0: np.ndarray, i1: np.ndarray, wts: np.ndarray, stride: int) -> tuple[int, int, int]:
+    """(start, stop, first cell) of the run of outputs whose bilinear weights repeat exactly
+    with period ``stride`` and whose right cell is the left one + 1 (stop == start if none)."""
+    n_out = len(wts)
+    pos = np.flatnonzero(wts > 0)
+    if not len(pos) or pos[0] + stride > n_out:
+        return 0, 0, 0
+    start = int(pos[0])
+    pat, c0 = wts[start:start + stride], int(i0[start])
+    stop = start
+    for j in range((n_out - start) // stride):
+        sl = slice(start + j * stride, start + (j + 1) * stride)
+        if not (np.array_equal(wts[sl], pat) and (i0[sl] == c0 + j).all() and (i1[sl] == c0 + j + 1).all()):
+            break
+        stop = sl.stop
+    return start, stop, c0
+
+
+class _Bilinear:
+    """Bilinear upsampling of one-hot labels (h, w) -> (H, W), exact and fast.
+
+    Inside the frame every output pixel of an 8 x 8 block sits between the same four cells,
+    with the same weights in every block, so its label depends only on those four cells'
+    labels: each block is a lookup in a table of label patches (one per combination of
+    four labels), built with the very float32 steps of ``bilinear_upsample``. The strips at
+    the edges (clamped weights) are interpolated directly.
+    """
+
+    max_table_labels = 12  # above this many labels (a 1.3 MB table), interpolate every channel instead
+
+    def __init__(self, cells: tuple[int, int], out_size: tuple[int, int], stride: int, xp: Any):
+        (self.h, self.w), (self.hh, self.ww), self.stride, self.xp = cells, out_size, stride, xp
+        y0, y1, wy = _axis_weights(self.hh, self.h, stride)
+        x0, x1, wx = _axis_weights(self.ww, self.w, stride)
+        self.host = (y0, y1, wy, x0, x1, wx)
+        self.y_run = _periodic(y0, y1, wy, stride)
+        self.x_run = _periodic(x0, x1, wx, stride)
+        self.dev = tuple(to_device(a, xp) for a in self.host)
+        self._tables: dict[tuple[int, ...], Any] = {}
+
+    def _table(self, columns: tuple[int, ...]) -> Any:
+        """uint8 (C**4, s, s): label of each pixel of a block whose corners (top-left,
+        bottom-left, top-right, bottom-right) have columns (a, b, c, d), at index a*C^3+b*C^2+c*C+d."""
+        tab = self._tables.get(columns)
+        if tab is not None:
+            return tab
+        s, n = self.stride, len(columns)
+        ys, xs = self.y_run[0], self.x_run[0]
+        wy = self.host[2][ys:ys + s][:, None]  # (s, 1)
+        wx = self.host[5][xs:xs + s][None, :]  # (1, s)
+        q = np.arange(n ** 4)
+        corner = [(q // n ** (3 - i)) % n for i in range(4)]  # column of each corner, (Q,)
+        best_v = np.full((len(q), s, s), -1.0, dtype=np.float32)
+        best = np.zeros((len(q), s, s), dtype=np.uint8)
+        for c in range(n):  # channel order: an earlier channel keeps exact ties, as argmax does
+            f = [(k == c).astype(np.float32)[:, None, None] for k in corner]
+            r0 = f[0] * (1 - wy) + f[1] * wy  # (Q, s, 1): left column of cells, per pixel row
+            r1 = f[2] * (1 - wy) + f[3] * wy
+            v = r0 * (1 - wx) + r1 * wx
+            better = v > best_v
+            best[better] = columns[c]
+            best_v = np.where(better, v, best_v)
+        tab = self._tables[columns] = to_device(best, self.xp)
+        return tab
+
+    def _direct(self, cols: Any, rows: Any, xcols: Any, n: int) -> Any:
+        """Labels (len(rows), len(xcols)) of pixels rows x xcols by interpolating every channel."""
+        xp = self.xp
+        y0, y1, wy, x0, x1, wx = self.dev
+        wyr = wy[rows][:, None]
+        best_v = best = None
+        for c in range(n):
+            f = (cols == c).astype(xp.float32)
+            r = f[y0[rows]] * (1 - wyr) + f[y1[rows]] * wyr
+            wxc = wx[xcols]
+            v = r[:, x0[xcols]] * (1 - wxc) + r[:, x1[xcols]] * wxc
+            if best_v is None:
+                best_v, best = v, xp.zeros(v.shape, dtype=xp.int64)
+                continue
+            better = v > best_v
+            best[better] = c
+            best_v = xp.maximum(best_v, v)
+        return best
+
+    def labels(self, ids: Any, columns: list[int]) -> Any:
+        """uint8 (H, W) ids from cell ids (h, w); ``columns``: the ids in score-channel order."""
+        xp = self.xp
+        present = set(int(i) for i in to_host(xp.unique(ids)))
+        if len(present) == 1:
+            return xp.full((self.hh, self.ww), present.pop(), dtype=xp.uint8)
+        columns = tuple(columns)
+        n = len(columns)
+        col_of = np.zeros(256, dtype=np.int64)
+        col_of[list(columns)] = np.arange(n)
+        cols = to_device(col_of, xp)[ids]
+        lut = to_device(np.asarray(columns, dtype=np.uint8), xp)
+        (ys, ye, cy), (xs, xe, cx), s = self.y_run, self.x_run, self.stride
+        if n > self.max_table_labels or ye == ys or xe == xs:
+            full = self._direct(cols, xp.arange(self.hh), xp.arange(self.ww), n)
+            return lut[full]
+        out = xp.empty((self.hh, self.ww), dtype=xp.uint8)
+        ny, nx = (ye - ys) // s, (xe - xs) // s
+        a = cols[cy:cy + ny, cx:cx + nx]
+        b = cols[cy + 1:cy + ny + 1, cx:cx + nx]
+        c = cols[cy:cy + ny, cx + 1:cx + nx + 1]
+        d = cols[cy + 1:cy + ny + 1, cx + 1:cx + nx + 1]
+        q = ((a * n + b) * n + c) * n + d
+        tab = self._table(columns)
+        if s == 8:  # a block row of 8 uint8 is one uint64: the transpose moves 8x fewer items
+            blocks = tab.view(xp.uint64).reshape(-1, s)[q]  # (ny, nx, s)
+            out[ys:ye, xs:xe] = xp.ascontiguousarray(blocks.transpose(0, 2, 1)).view(xp.uint8).reshape(ny * s, nx * s)
+        else:
+            out[ys:ye, xs:xe] = tab[q].transpose(0, 2, 1, 3).reshape(ny * s, nx * s)
+        edge_rows = xp.asarray(list(range(0, ys)) + list(range(ye, self.hh)), dtype=xp.int64)
+        if edge_rows.shape[0]:  # top and bottom strips, full width
+            out[edge_rows] = lut[self._direct(cols, edge_rows, xp.arange(self.ww), n)]
+        edge_cols = xp.asarray(list(range(0, xs)) + list(range(xe, self.ww)), dtype=xp.int64)
+        if edge_cols.shape[0]:  # left and right strips
+            out[ys:ye, edge_cols] = lut[self._direct(cols, xp.arange(ys, ye), edge_cols, n)]
+        return out
+
+
+def bilinear_onehot_labels(labels: Any, columns: list[int], out_size: tuple[int, int], stride: int = 8) -> Any:
+    """Full-resolution labels of one-hot scores, bilinearly upsampled: uint8 (H, W).
+
+    labels: uint8 (h, w) ids; columns: the ids in score-channel order (ties go to the
+    earlier channel, as ``argmax`` does). Gives exactly the labels of
+    ``upsample_labels(one_hot(labels), out_size, "bilinear")`` (see :class:`_Bilinear`).
+    """
+    return _Bilinear(tuple(labels.shape), out_size, stride, get_xp(labels)).labels(labels, columns)
+
+
+class Session:
+    """Interactive kNN segmentation of one embedded video (see the module docstring).
+
+    video: a :class:`pml_rt.segmenter.EmbeddedVideo`. k: neighbours per vote (1, as the
+    paper for clicks; larger k votes by ``weighting``). background_stride: keep every n-th
+    background cell of a mask per axis. upsample: one of :data:`pml_rt.upsample.METHODS`
+    for ``mask``/``masks``. xp: ``"numpy"`` (default) or ``"cupy"``.
+    """
+
+    def __init__(self, video: Any, k: int = 1, *, background_stride: int = 2, upsample: str = DEFAULT_METHOD,
+                 weighting: str = "majority", temperature: float = 0.1, xp: Any = None):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be an integer >= 1, got {k!r}")
+        if isinstance(background_stride, bool) or not isinstance(background_stride, (int, np.integer)) \
+                or background_stride < 1:
+            raise InputError(f"background_stride must be an integer >= 1, got {background_stride!r}")
+        if weighting not in ("majority", "softmax"):
+            raise InputError(f"weighting must be 'majority' or 'softmax', got {weighting!r}")
+        check_method(upsample)
+        self.video = video  # embeddings and frames; never re-run through the network
+        self.k = int(k)  # neighbours per vote
+        self.background_stride = int(background_stride)  # mask background cells kept per axis
+        self.upsample = upsample  # how stride-8 labels become full-resolution masks
+        self.weighting = weighting  # vote weighting where k > 1
+        self.temperature = float(temperature)  # of the softmax weighting
+        self.xp = _resolve_xp(xp)  # NumPy or CuPy for everything per cell
+        emb = video.embeddings
+        self.shape = tuple(int(s) for s in emb.shape[:3])  # (T, h, w) cells
+        self.stride = int(video.config.stride)  # pixels per cell side
+        self.frame_size = tuple(int(s) for s in video.frame_size)  # (H, W) pixels
+        t, h, w = self.shape
+        # float32 (T*h*w, d) once: every click reads all of it, so no per-click conversion.
+        self.emb = self.xp.ascontiguousarray(to_device(emb, self.xp).reshape(t * h * w, -1), dtype=self.xp.float32)
+        self.objects = ObjectMap()  # user ids <-> columns; column 0 is the background
+        self.history: list[Annotation | _Removal] = []  # undo pops the last entry
+        # References: cells of the video with a user label. Host arrays, appended to, never
+        # reordered, so an id stays valid for undo; ``ref_active`` says which count.
+        self.ref_cell = np.zeros(0, dtype=np.int64)  # flat cell index t*h*w + y*w + x
+        self.ref_obj = np.zeros(0, dtype=np.uint8)  # user object id
+        self.ref_active = np.zeros(0, dtype=bool)
+        # Per column, per cell: the k best similarities to that column's active references
+        # and their ids (-1 none). The kNN over all references only ever needs these.
+        self._best = self.xp.full((1, t * h * w, self.k), NEG, dtype=self.xp.float32)
+        self._src = self.xp.full((1, t * h * w, self.k), -1, dtype=self.xp.int32)
+        self._labels = self.xp.zeros(t * h * w, dtype=self.xp.uint8)  # current user id of every cell
+        self._masks: dict[int, np.ndarray] = {}  # full-resolution masks, dropped when their frame changes
+        self._geometry: _Bilinear | None = None  # bilinear weights, built on first use
+
+    # -- public state --------------------------------------------------------------------
+    def __repr__(self) -> str:
+        t, h, w = self.shape
+        return (f"Session({t} frames, {h}x{w} cells, objects={self.objects.object_ids}, "
+                f"references={self.num_references}, k={self.k})")
+
+    @property
+    def object_ids(self) -> list[int]:
+        """User ids of the objects annotated so far, in column order."""
+        return self.objects.object_ids
+
+    @property
+    def annotations(self) -> list[Annotation]:
+        """The annotations in the order they were made (undone ones excluded)."""
+        return [a for a in self.history if isinstance(a, Annotation)]
+
+    @property
+    def num_references(self) -> int:
+        return int(self.ref_active.sum())
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self.history)
+
+    # -- verbs ---------------------------------------------------------------------------
+    def add_clicks(self, frame: int, points: Any, labels: Any) -> Update:
+        """Clicks on ``frame``: points (N, 2) pixel (x, y), labels (N,) object ids (0 = background).
+
+        One annotation (undo takes all N back). Where two points fall in one cell the last wins.
+        """
+        frame = self.video.check_frame(frame)
+        pts = self._check_points(frame, points)
+        ids = self._check_labels(labels, len(pts), f"frame {frame}: labels")
+        s, (_, _, w) = self.stride, self.shape
+        cells = (pts[:, 1] // s) * w + pts[:, 0] // s
+        return self._annotate("clicks", frame, cells, ids)
+
+    def add_scribble(self, frame: int, path: Any, label: int) -> Update:
+        """A polyline (M, 2) pixel (x, y) on ``frame`` with one ``label``; labels every cell it crosses."""
+        frame = self.video.check_frame(frame)
+        pts = self._check_points(frame, path, what="scribble point")
+        ids = self._check_labels([label], 1, f"frame {frame}: scribble label")
+        px = polyline_pixels(pts)
+        s, (_, _, w) = self.stride, self.shape
+        cells = np.unique((px[:, 1] // s) * w + px[:, 0] // s)
+        return self._annotate("scribble", frame, cells, np.full(len(cells), ids[0], dtype=np.uint8))
+
+    def add_mask(self, frame: int, mask: Any) -> Update:
+        """A full mask of ``frame``: (H, W) object ids (array or PNG path), as in ``propagate``.
+
+        Each cell takes its majority id; object cells all become references, background cells
+        on a ``background_stride`` grid. Replaces the frame's earlier references.
+        """
+        frame = self.video.check_frame(frame)
+        m = self.video.load_mask(mask, frame)
+        local = ObjectMap()
+        cols = cell_labels(local.columns_of(m), local.num_labels, self.stride)
+        ids = local.lut()[cols]  # (h, w) majority id of each cell
+        keep = ids > 0
+        keep[:: self.background_stride, :: self.background_stride] = True
+        cells = np.flatnonzero(keep)
+        return self._annotate("mask", frame, cells, ids.reshape(-1)[cells])
+
+    def add_davis_scribbles(self, source: Any) -> Update:
+        """Add every scribble of a DAVIS interactive file (path, dict or DavisScribbles), one annotation each."""
+        from .scribbles import DavisScribbles, read_davis_scribbles  # noqa: PLC0415
+
+        data = source if isinstance(source, DavisScribbles) else read_davis_scribbles(source)
+        extra = [s.frame for s in data.scribbles if s.frame >= self.shape[0]]
+        if extra:
+            raise InputError(f"{data.source}: scribble on frame {extra[0]}, but the video has {self.shape[0]} "
+                             f"frames; is it the file of sequence {data.sequence!r}?")
+        frames: set[int] = set()
+        cells = 0
+        for s in data.scribbles:
+            up = self.add_scribble(s.frame, s.pixels(self.frame_size), s.object_id)
+            frames.update(up.frames)
+            cells += up.cells
+        return Update(tuple(sorted(frames)), cells)
+
+    def remove_object(self, obj_id: int) -> Update:
+        """Forget object ``obj_id`` on every frame (its cells take their next-nearest label)."""
+        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or int(obj_id) == 0 \
+                or int(obj_id) not in self.objects.object_ids:
+            raise InputError(f"object id {obj_id!r} is not annotated; known ids: {self.objects.object_ids}")
+        obj_id = int(obj_id)
+        refs = np.flatnonzero(self.ref_active & (self.ref_obj == obj_id))
+        self.history.append(_Removal(obj_id, list(self.objects.object_ids), refs))
+        self.ref_active[refs] = False
+        self._drop_column(self.objects.column(obj_id))
+        self.objects.remove(obj_id)
+        return self._relabel(None)
+
+    def undo(self) -> Update:
+        """Take back the last ``add_*`` or ``remove_object`` call."""
+        if not self.history:
+            raise StateError("nothing to undo: no annotation has been added yet")
+        last = self.history.pop()
+        if isinstance(last, _Removal):
+            self.objects = ObjectMap(last.ids_before)
+            col = self.objects.column(last.obj_id)
+            self._insert_column(col)
+            self.ref_active[last.refs] = True
+            self._search(last.refs, col_filter=col)
+            return self._relabel(None)
+        changed = [self._deactivate(last.refs)]
+        self.ref_active[last.replaced] = True
+        changed.append(self._search(last.replaced))
+        if last.new_objects:
+            for obj in last.new_objects:
+                self._drop_column(self.objects.column(obj))
+                self.objects.remove(obj)
+            return self._relabel(None)
+        return self._relabel(self._union(changed))
+
+    # -- results -------------------------------------------------------------------------
+    def cell_labels(self) -> np.ndarray:
+        """uint8 (T, h, w): the object id of every stride-8 cell of every frame (host array)."""
+        self._require_refs()
+        return to_host(self._labels).reshape(self.shape)
+
+    def mask(self, frame: int) -> np.ndarray:
+        """uint8 (H, W) object ids of one frame at full resolution."""
+        frame = self.video.check_frame(frame)
+        self._require_refs()
+        m = self._masks.get(frame)
+        if m is None:
+            m = self._masks[frame] = self._upsample(frame)
+        return m.copy()
+
+    def masks(self) -> np.ndarray:
+        """uint8 (T, H, W) object ids of every frame at full resolution."""
+        self._require_refs()
+        t = self.shape[0]
+        out = np.empty((t, *self.frame_size), dtype=np.uint8)
+        frames = iter(self.video.source) if needs_guide(self.upsample) else None
+        for i in range(t):
+            guide = next(frames) if frames is not None else None
+            m = self._masks.get(i)
+            if m is None:
+                m = self._masks[i] = self._upsample(i, guide)
+            out[i] = m
+        return out
+
+    def scores(self, frame: int) -> np.ndarray:
+        """float32 (C, h, w) vote shares of one frame's cells, columns as ``object_columns``."""
+        frame = self.video.check_frame(frame)
+        self._require_refs()
+        return to_host(self._frame_scores(frame))
+
+    @property
+    def object_columns(self) -> list[int]:
+        """User id of each score column: [0, object ids...]."""
+        return [0, *self.objects.object_ids]
+
+    def recompute(self) -> Update:
+        """Rebuild the search state from the active references from scratch (a check, and the
+        baseline that the incremental updates are measured against)."""
+        n = self.emb.shape[0]
+        c = self.objects.num_labels
+        self._best = self.xp.full((c, n, self.k), NEG, dtype=self.xp.float32)
+        self._src = self.xp.full((c, n, self.k), -1, dtype=self.xp.int32)
+        self._search(np.flatnonzero(self.ref_active))
+        return self._relabel(None)
+
+    # -- input checks --------------------------------------------------------------------
+    def _check_points(self, frame: int, points: Any, what: str = "point") -> np.ndarray:
+        """int64 (N, 2) pixel (x, y) inside the frame; InputError naming the frame and the point."""
+        try:
+            p = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"frame {frame}: expected points as an (N, 2) array of pixel (x, y), "
+                             f"got {type(points).__name__}") from None
+        if p.ndim == 1 and p.shape[0] == 2:
+            p = p[None]
+        if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] == 0:
+            raise InputError(f"frame {frame}: expected an (N, 2) array of pixel (x, y) with N >= 1, got shape {p.shape}")
+        hh, ww = self.frame_size
+        bad = ~np.isfinite(p).all(axis=1) | (p[:, 0] < 0) | (p[:, 0] >= ww) | (p[:, 1] < 0) | (p[:, 1] >= hh)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(f"frame {frame}: {what} {i} (x={p[i, 0]:g}, y={p[i, 1]:g}) is outside the frame of "
+                             f"size {ww}x{hh} (width x height); expected 0 <= x < {ww} and 0 <= y < {hh}")
+        return np.floor(p).astype(np.int64)
+
+    @staticmethod
+    def _check_labels(labels: Any, n: int, what: str) -> np.ndarray:
+        """uint8 (n,) ids from ints 0..255 (a single int is repeated n times)."""
+        a = np.asarray(labels)
+        if a.ndim == 0:
+            a = np.full(n, a)
+        if a.ndim != 1 or a.shape[0] != n:
+            raise InputError(f"{what}: expected {n} object ids, one per point, got shape {a.shape}")
+        if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise InputError(f"{what}: object ids must be integers 0..255 (0 = background), got dtype {a.dtype}")
+        if np.issubdtype(a.dtype, np.floating) and not np.all(a == np.round(a)):
+            raise InputError(f"{what}: object ids must be integers 0..255, got {a[a != np.round(a)][0]!r}")
+        if a.size and (a.min() < 0 or a.max() > 255):
+            bad = a[(a < 0) | (a > 255)][0]
+            raise InputError(f"{what}: object id {bad} is outside 0..255 (0 = background, 1..255 objects)")
+        return a.astype(np.uint8)
+
+    def _require_refs(self) -> None:
+        if not self.ref_active.any():
+            raise StateError("no annotation yet: add clicks, a scribble or a mask (add_clicks, add_scribble, "
+                             "add_mask) before asking for labels or masks")
+
+    # -- the incremental search ----------------------------------------------------------
+    def _annotate(self, kind: str, frame: int, cells: np.ndarray, ids: np.ndarray) -> Update:
+        t, h, w = self.shape
+        cells = np.asarray(cells, dtype=np.int64)
+        # Last label wins where one call labels a cell twice.
+        rev_cells, first = np.unique(cells[::-1], return_index=True)
+        ids = ids[::-1][first]
+        cells = rev_cells
+        gcells = frame * h * w + cells
+        new_objects = tuple(int(i) for i in np.unique(ids) if i and int(i) not in self.objects.object_ids)
+        for obj in new_objects:
+            self._insert_column(self.objects.add(obj))
+        active = np.flatnonzero(self.ref_active)
+        if kind == "mask":  # a mask is the whole truth of its frame
+            on_frame = active[self.ref_cell[active] // (h * w) == frame]
+            same = np.zeros(len(cells), dtype=bool)
+            replaced = on_frame
+        else:
+            hit = active[np.isin(self.ref_cell[active], gcells)]
+            pos = np.searchsorted(gcells, self.ref_cell[hit])
+            same_label = self.ref_obj[hit] == ids[pos]
+            replaced = hit[~same_label]
+            same = np.isin(gcells, self.ref_cell[hit[same_label]])  # already a reference with this label
+        new = np.arange(len(self.ref_cell), len(self.ref_cell) + int((~same).sum()))
+        self.ref_cell = np.concatenate([self.ref_cell, gcells[~same]])
+        self.ref_obj = np.concatenate([self.ref_obj, ids[~same]])
+        # Off until the replaced ones are gone, so no cell counts a new reference twice.
+        self.ref_active = np.concatenate([self.ref_active, np.zeros(len(new), dtype=bool)])
+        self.history.append(Annotation(kind, frame, cells, ids, new, replaced, new_objects))
+        changed = [self._deactivate(replaced)]
+        self.ref_active[new] = True
+        changed.append(self._search(new))
+        return self._relabel(self._union(changed))
+
+    def _insert_column(self, col: int) -> None:
+        n = self.emb.shape[0]
+        xp = self.xp
+        self._best = xp.concatenate([self._best[:col], xp.full((1, n, self.k), NEG, dtype=xp.float32),
+                                     self._best[col:]])
+        self._src = xp.concatenate([self._src[:col], xp.full((1, n, self.k), -1, dtype=xp.int32), self._src[col:]])
+
+    def _drop_column(self, col: int) -> None:
+        keep = [i for i in range(self._best.shape[0]) if i != col]
+        self._best = self._best[keep]
+        self._src = self._src[keep]
+
+    def _nearest(self, queries: Any, ref_ids: np.ndarray) -> tuple[Any, Any]:
+        """Best min(k, M) similarities (n, k) and reference ids (n, k) of ``queries`` among ``ref_ids``."""
+        xp = self.xp
+        refs = self.emb[to_device(self.ref_cell[ref_ids], xp)]
+        ids = to_device(ref_ids.astype(np.int32), xp)
+        if len(ref_ids) == 1 and self.k == 1:  # one click: a matrix-vector product
+            return (queries @ refs[0])[:, None], xp.broadcast_to(ids, (queries.shape[0], 1))
+        c = global_topk(queries, refs, xp.arange(len(ref_ids), dtype=xp.int32), self.k)
+        src = xp.where(c.labels >= 0, ids[xp.maximum(c.labels, 0)], -1)
+        return c.sims, src
+
+    def _merge(self, col: int, rows: Any, sims: Any, src: Any) -> Any:
+        """Merge candidates (n, k) into column ``col`` at ``rows`` (None = all); return changed rows."""
+        xp = self.xp
+        old_s = self._best[col] if rows is None else self._best[col, rows]
+        old_i = self._src[col] if rows is None else self._src[col, rows]
+        if self.k == 1:
+            better = sims[:, 0] > old_s[:, 0]
+            idx = xp.nonzero(better)[0]
+            sel = idx if rows is None else rows[idx]
+            self._best[col, sel, 0] = sims[idx, 0]
+            self._src[col, sel, 0] = src[idx, 0]
+            return sel
+        cand_s = xp.concatenate([old_s, sims], axis=1)
+        cand_i = xp.concatenate([old_i, src.astype(xp.int32)], axis=1)
+        top = topk(cand_s, self.k)
+        new_i = xp.take_along_axis(cand_i, top, axis=1)
+        idx = xp.nonzero((xp.sort(new_i, axis=1) != xp.sort(old_i, axis=1)).any(axis=1))[0]
+        sel = idx if rows is None else rows[idx]
+        self._best[col, sel] = xp.take_along_axis(cand_s, top, axis=1)[idx]
+        self._src[col, sel] = new_i[idx]
+        return sel
+
+    def _search(self, ref_ids: np.ndarray, col_filter: int | None = None) -> Any:
+        """Merge active references ``ref_ids`` into their columns over every cell; return changed cells."""
+        changed = []
+        for obj in np.unique(self.ref_obj[ref_ids]):
+            col = self.objects.column(int(obj))
+            if col_filter is not None and col != col_filter:
+                continue
+            mine = ref_ids[self.ref_obj[ref_ids] == obj]
+            sims, src = self._nearest(self.emb, mine)
+            changed.append(self._merge(col, None, sims, src))
+        return self._union(changed)
+
+    def _deactivate(self, ref_ids: np.ndarray) -> Any:
+        """Switch references off; recompute only the cells that relied on them; return those cells."""
+        xp = self.xp
+        if len(ref_ids) == 0:
+            return xp.zeros(0, dtype=xp.int64)
+        self.ref_active[ref_ids] = False
+        dead = np.zeros(len(self.ref_cell) + 1, dtype=bool)  # index -1 (no reference) is never dead
+        dead[ref_ids] = True
+        dead_x = to_device(dead, xp)
+        changed = []
+        for obj in np.unique(self.ref_obj[ref_ids]):
+            if int(obj) not in (0, *self.objects.object_ids):
+                continue  # its column is gone already
+            col = self.objects.column(int(obj))
+            rows = xp.nonzero(dead_x[self._src[col]].any(axis=1))[0]
+            if rows.shape[0] == 0:
+                continue
+            self._best[col, rows] = NEG
+            self._src[col, rows] = -1
+            alive = np.flatnonzero(self.ref_active & (self.ref_obj == obj))
+            if len(alive):
+                sims, src = self._nearest(self.emb[rows], alive)
+                self._merge(col, rows, sims, src)
+            changed.append(rows)
+        return self._union(changed)
+
+    def _union(self, parts: list[Any]) -> Any:
+        xp = self.xp
+        parts = [p for p in parts if p is not None and p.shape[0]]
+        if not parts:
+            return xp.zeros(0, dtype=xp.int64)
+        return parts[0] if len(parts) == 1 else xp.unique(xp.concatenate(parts))
+
+    def _vote_labels(self, rows: Any) -> Any:
+        """Column of the winning label of cells ``rows`` (None = all): int (n,)."""
+        xp = self.xp
+        best = self._best if rows is None else self._best[:, rows]  # (C, n, k)
+        c = best.shape[0]
+        if self.k == 1:
+            return xp.argmax(best[:, :, 0], axis=0)
+        sims = best.transpose(1, 0, 2).reshape(best.shape[1], c * self.k)
+        cols = xp.broadcast_to(xp.repeat(xp.arange(c, dtype=xp.int32), self.k), sims.shape)
+        top = topk(sims, self.k)
+        s = xp.take_along_axis(sims, top, axis=1)
+        lab = xp.where(s > NEG / 2, xp.take_along_axis(cols, top, axis=1), -1)
+        scores, _ = vote(Candidates(s, lab), c, self.weighting, self.temperature)
+        return xp.argmax(scores, axis=1)
+
+    def _relabel(self, rows: Any) -> Update:
+        """Recompute labels of ``rows`` (None = every cell); drop the masks of frames that changed."""
+        xp = self.xp
+        t, h, w = self.shape
+        lut = to_device(self.objects.lut(), xp)
+        if rows is None:
+            new = lut[self._vote_labels(None)]
+            changed = xp.nonzero(new != self._labels)[0]
+            self._labels = new
+        else:
+            if rows.shape[0] == 0:
+                return Update((), 0)
+            new = lut[self._vote_labels(rows)]
+            diff = new != self._labels[rows]
+            changed = rows[diff]
+            self._labels[changed] = new[diff]
+        touched = changed if self.k == 1 else (xp.arange(t * h * w) if rows is None else rows)
+        frames = tuple(int(f) for f in to_host(xp.unique(touched // (h * w))))
+        if self.k == 1:
+            for f in frames:
+                self._masks.pop(f, None)
+        else:
+            for f in frames:  # vote shares moved even where the winner did not
+                self._masks.pop(f, None)
+            frames = tuple(int(f) for f in to_host(xp.unique(changed // (h * w))))
+        return Update(frames, int(changed.shape[0]))
+
+    # -- full resolution -----------------------------------------------------------------
+    def _frame_scores(self, frame: int) -> Any:
+        """float32 (C, h, w) vote shares of one frame (one-hot where k = 1)."""
+        xp = self.xp
+        _, h, w = self.shape
+        rows = slice(frame * h * w, (frame + 1) * h * w)
+        c = self.objects.num_labels
+        if self.k == 1:
+            col = xp.argmax(self._best[:, rows, 0], axis=0)
+            return (col[None] == xp.arange(c)[:, None]).astype(xp.float32).reshape(c, h, w)
+        best = self._best[:, rows]
+        sims = best.transpose(1, 0, 2).reshape(h * w, c * self.k)
+        cols = xp.broadcast_to(xp.repeat(xp.arange(c, dtype=xp.int32), self.k), sims.shape)
+        top = topk(sims, self.k)
+        s = xp.take_along_axis(sims, top, axis=1)
+        lab = xp.where(s > NEG / 2, xp.take_along_axis(cols, top, axis=1), -1)
+        scores, _ = vote(Candidates(s, lab), c, self.weighting, self.temperature)
+        return scores.T.reshape(c, h, w)
+
+    def _upsample(self, frame: int, guide: Any = None) -> np.ndarray:
+        xp = self.xp
+        t, h, w = self.shape
+        if self.upsample == "bilinear" and self.k == 1:
+            if self._geometry is None:
+                self._geometry = _Bilinear((h, w), self.frame_size, self.stride, xp)
+            labels = self._labels[frame * h * w:(frame + 1) * h * w].reshape(h, w)
+            return to_host(self._geometry.labels(labels, self.object_columns))
+        if guide is None and needs_guide(self.upsample):
+            guide = self.video.source.read(frame)
+        if guide is not None:
+            guide = to_device(np.asarray(guide), xp)
+        cols = upsample_labels(self._frame_scores(frame), self.frame_size, self.upsample, guide, stride=self.stride)
+        return to_host(to_device(self.objects.lut(), xp)[cols])

@@ -1,0 +1,80 @@
+"""The pml-rt command: segment writes masks all-or-nothing; errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pml_rt.cli import main
+from pml_rt.io import read_mask
+
+from .conftest import make_tiny_clip
+
+
+@pytest.fixture
+def clip_dir(tmp_path):
+    clip, truth = make_tiny_clip(frames=4, h=64, w=96)
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i, f in enumerate(clip):
+        Image.fromarray(f).save(d / f"f{i:03d}.png")
+    Image.fromarray(truth[0] * 100).save(tmp_path / "mask.png")  # 0/100/200 grayscale ids
+    return d, tmp_path / "mask.png", truth
+
+
+def test_segment_writes_palette_pngs(clip_dir, tmp_path, capsys):
+    d, mask, truth = clip_dir
+    out = tmp_path / "out"
+    assert main(["-q", "segment", str(d), "--mask", str(mask), "--out", str(out), "--overlay",
+                 str(tmp_path / "o.mp4")]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == [f"f{i:03d}.png" for i in range(4)]
+    m0 = read_mask(out / "f000.png", allow_empty=True)
+    assert set(np.unique(m0)) == {0, 100, 200}
+    assert Image.open(out / "f001.png").mode == "P"
+    assert (tmp_path / "o.mp4").stat().st_size > 0
+    assert "wrote 4 masks" in capsys.readouterr().out
+
+
+def test_segment_bad_mask_one_line_no_output(clip_dir, tmp_path):
+    d, _, _ = clip_dir
+    bad = tmp_path / "bad.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(bad)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "pml_rt.cli", "-q", "segment", str(d), "--mask", str(bad),
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "bad.png" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_segment_missing_video(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pml_rt.cli", "segment", str(tmp_path / "nope.mp4"), "--mask",
+                        "m.png", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "nope.mp4" in r.stderr
+
+
+def test_info_lists_backends(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "tensorrt" in out and "default model" in out
+
+
+def test_eval_on_fake_davis(tmp_path, capsys):
+    clip, truth = make_tiny_clip(frames=4, h=64, w=96)
+    root = tmp_path / "davis"
+    for sub in ("JPEGImages/480p/toy", "Annotations/480p/toy", "ImageSets"):
+        (root / sub).mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(clip[i]).save(root / "JPEGImages/480p/toy" / f"{i:05d}.png")
+        Image.fromarray((truth[i] > 0).astype(np.uint8) * 255).save(root / "Annotations/480p/toy" / f"{i:05d}.png")
+    (root / "ImageSets/val.txt").write_text("toy\n")
+    assert main(["-q", "eval", "--davis", str(root), "--split", "val", "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "toy" in out and "mean" in out
+    assert len(list((tmp_path / "ev" / "toy").glob("*.png"))) == 4

@@ -1,0 +1,90 @@
+"""kNN on literal point sets, checked against brute force; runs on every array module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pml_rt.knn import Candidates, global_topk, local_topk, merge_topk, topk, vote
+
+
+def test_global_topk_literal(xp):
+    refs = xp.asarray([[1, 0], [0, 1], [-1, 0], [0.8, 0.6]], dtype=xp.float32)
+    labels = xp.asarray([1, 2, 0, 1], dtype=xp.int32)
+    q = xp.asarray([[1, 0], [0, 1]], dtype=xp.float32)
+    c = global_topk(q, refs, labels, k=2)
+    order = xp.argsort(-c.sims, axis=1)
+    got = xp.take_along_axis(c.labels, order, axis=1)
+    assert got.tolist() == [[1, 1], [2, 1]]
+
+
+@pytest.mark.parametrize("m,k", [(3, 5), (50, 5), (5000, 5), (5000, 1)])
+def test_global_topk_matches_sort(xp, m, k):
+    rng = np.random.default_rng(m + k)
+    q = xp.asarray(rng.normal(size=(40, 8)), dtype=xp.float32)
+    r = xp.asarray(rng.normal(size=(m, 8)), dtype=xp.float32)
+    lab = xp.asarray(rng.integers(0, 3, m), dtype=xp.int32)
+    c = global_topk(q, r, lab, k, chunk_bytes=4096)  # force several chunks
+    full = np.asarray((q @ r.T).tolist())
+    want = -np.sort(-full, axis=1)[:, : min(k, m)]
+    got = -np.sort(-np.asarray(c.sims.tolist()), axis=1)[:, : min(k, m)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if m < k:  # padding is invalid
+        assert (np.asarray(c.labels.tolist())[:, m:] == -1).all()
+
+
+def test_topk_two_stage_equals_partition(xp):
+    rng = np.random.default_rng(1)
+    s = xp.asarray(rng.normal(size=(30, 3000)), dtype=xp.float32)
+    a = np.sort(np.asarray(topk(s, 5, block=16).tolist()), axis=1)
+    b = np.sort(np.argsort(-np.asarray(s.tolist()), axis=1)[:, :5], axis=1)
+    assert (a == b).all()
+
+
+@pytest.mark.parametrize("tile", [3, 4, 8])
+def test_local_topk_brute_force(xp, tile):
+    rng = np.random.default_rng(tile)
+    h, w, d, p, r, k = 9, 11, 6, 2, 2, 3
+    q = rng.normal(size=(h, w, d)).astype(np.float32)
+    keys = rng.normal(size=(p, h, w, d)).astype(np.float32)
+    lab = rng.integers(-1, 3, size=(p, h, w))
+    c = local_topk(xp.asarray(q), xp.asarray(keys), xp.asarray(lab), r, k, tile=tile)
+    sims, labels = np.asarray(c.sims.tolist()), np.asarray(c.labels.tolist())
+    for y in range(h):
+        for x in range(w):
+            cand = sorted(
+                ((float(q[y, x] @ keys[j, yy, xx]), int(lab[j, yy, xx]))
+                 for j in range(p) for yy in range(max(0, y - r), min(h, y + r + 1))
+                 for xx in range(max(0, x - r), min(w, x + r + 1)) if lab[j, yy, xx] >= 0),
+                key=lambda t: -t[0])[:k]
+            got = sorted(zip(sims[y * w + x], labels[y * w + x]), key=lambda t: -t[0])
+            np.testing.assert_allclose([s for s, _ in got], [s for s, _ in cand], atol=1e-4)
+            assert [lbl for _, lbl in got] == [lbl for _, lbl in cand]
+
+
+def test_vote_majority_and_unanimous(xp):
+    c = Candidates(xp.asarray([[0.9, 0.8, 0.7], [0.9, 0.1, 0.2]], dtype=xp.float32),
+                   xp.asarray([[1, 1, 1], [2, 0, 0]], dtype=xp.int32))
+    scores, unanimous = vote(c, 3)
+    np.testing.assert_allclose(np.asarray(scores.tolist()), [[0, 1, 0], [2 / 3, 0, 1 / 3]], atol=1e-6)
+    assert unanimous.tolist() == [True, False]
+
+
+def test_vote_softmax_prefers_close(xp):
+    c = Candidates(xp.asarray([[0.9, 0.5, 0.5]], dtype=xp.float32), xp.asarray([[2, 0, 0]], dtype=xp.int32))
+    scores, _ = vote(c, 3, weighting="softmax", temperature=0.1)
+    s = np.asarray(scores.tolist())[0]
+    assert s[2] > s[0] and abs(s.sum() - 1) < 1e-5
+
+
+def test_merge_topk_keeps_best(xp):
+    a = Candidates(xp.asarray([[0.5, 0.1]], dtype=xp.float32), xp.asarray([[1, 1]], dtype=xp.int32))
+    b = Candidates(xp.asarray([[0.9, 0.3]], dtype=xp.float32), xp.asarray([[2, 2]], dtype=xp.int32))
+    m = merge_topk([a, b], 2)
+    assert sorted(np.asarray(m.sims.tolist())[0].round(3).tolist()) == [0.5, 0.9]
+
+
+def test_vote_rejects_unknown_weighting():
+    c = Candidates(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.int32))
+    with pytest.raises(ValueError, match="weighting"):
+        vote(c, 2, weighting="median")

@@ -1,0 +1,91 @@
+"""Propagation on hand-made embeddings: labels follow identity, forward and backward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pml_rt.annotations import ObjectMap, cell_labels, cell_shares
+from pml_rt.errors import InputError
+from pml_rt.propagate import PropagationConfig, propagate_scores, reference_pool
+
+
+def _embeddings(xp, labels: np.ndarray, noise: float = 0.05, seed: int = 0):
+    """Unit embeddings whose direction encodes each cell's true label (T, h, w, d)."""
+    rng = np.random.default_rng(seed)
+    d = 8
+    centres = np.eye(d, dtype=np.float32)[:3]
+    e = centres[labels] + noise * rng.normal(size=labels.shape + (d,)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=-1, keepdims=True)
+    return xp.asarray(e.astype(np.float16))
+
+
+def _moving_labels(t: int = 6, h: int = 10, w: int = 12) -> np.ndarray:
+    lab = np.zeros((t, h, w), np.int64)
+    for i in range(t):
+        lab[i, 2:5, 1 + i : 4 + i] = 1
+        lab[i, 6:9, 8 - i // 2 : 11 - i // 2] = 2
+    return lab
+
+
+@pytest.mark.parametrize("cfg", [
+    PropagationConfig(online_adaptation=False, recent_frames=0, weighting="majority"),
+    PropagationConfig(),
+    PropagationConfig(k=1, background_stride=1, recent_frames=2, window=2),
+], ids=["first-frame", "default", "k1-recent2"])
+@pytest.mark.parametrize("ref_frame", [0, 3, 5])
+def test_propagation_recovers_labels(xp, cfg, ref_frame):
+    truth = _moving_labels()
+    emb = _embeddings(xp, truth)
+    seen = []
+    for t, scores in propagate_scores(emb, ref_frame, xp.asarray(truth[ref_frame].astype(np.int32)), 3, cfg, xp=xp):
+        assert scores.shape == (3, 10, 12)
+        seen.append(t)
+        pred = np.asarray(xp.argmax(scores, axis=0).tolist())
+        assert (pred == truth[t]).mean() > 0.97
+    # forward from the annotated frame, then backward
+    assert seen == list(range(ref_frame + 1, 6)) + list(range(ref_frame - 1, -1, -1))
+
+
+def test_reference_pool_keeps_objects_thins_background(xp):
+    lab = np.zeros((6, 6), np.int32)
+    lab[1:3, 1:3] = 1
+    e = xp.asarray(np.random.default_rng(0).normal(size=(6, 6, 4)).astype(np.float32))
+    refs, labels = reference_pool(e, xp.asarray(lab), background_stride=2)
+    labels = np.asarray(labels.tolist())
+    assert (labels == 1).sum() == 4  # every object cell
+    assert (labels == 0).sum() == 9 - 1  # 3x3 grid of background, minus the one that is an object cell
+    assert refs.shape == (12, 4)
+
+
+def test_cell_shares_and_labels(xp):
+    m = np.zeros((10, 12), np.int32)
+    m[:8, :4] = 1  # fills cell (0, 0) only half: 8 x 4 of 8 x 8 pixels
+    m[:, 8:] = 2  # the right-hand cell (w = 2 cells; cut at 12 px: 4 of its 8 columns exist)
+    shares = cell_shares(xp.asarray(m), 3, stride=8)
+    assert shares.shape == (3, 2, 2)
+    s = np.asarray(shares.tolist())
+    np.testing.assert_allclose(s[:, 0, 0], [0.5, 0.5, 0])
+    np.testing.assert_allclose(s[:, 0, 1], [0, 0, 1])  # only its 4 in-frame columns count
+    np.testing.assert_allclose(s.sum(axis=0), 1)
+    assert np.asarray(cell_labels(xp.asarray(m), 3, 8).tolist())[:, 1].tolist() == [2, 2]
+
+
+def test_object_map_keeps_user_ids():
+    om = ObjectMap()
+    cols = om.columns_of(np.array([[0, 7], [3, 7]], np.uint8))
+    assert om.object_ids == [3, 7]
+    assert om.lut()[cols].tolist() == [[0, 7], [3, 7]]
+    om.add(200)
+    assert om.column(200) == 3 and om.num_labels == 4
+    with pytest.raises(InputError, match="outside 0..255"):
+        om.add(256)
+    with pytest.raises(InputError, match="not annotated"):
+        om.column(9)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="k must be"):
+        PropagationConfig(k=0).validate()
+    with pytest.raises(ValueError, match="weighting"):
+        PropagationConfig(weighting="x").validate()
