@@ -7,6 +7,7 @@ Settings compared in one run (same embeddings):
   first-frame-nn : plain k=5 nearest neighbours to the first frame, majority vote (the baseline)
   paper          : + online adaptation (the paper's method)
   default        : the package default (online adaptation + recent-frame local references)
+  recent-3       : the default with 3 recent frames in a 4-cell window (cheaper)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ CONFIGS = {
     "first-frame-nn": {"online_adaptation": False, "recent_frames": 0, "weighting": "majority"},
     "paper (+online adapt.)": {"online_adaptation": True, "recent_frames": 0, "weighting": "majority"},
     "default (+recent refs)": {},
+    "recent-3 (faster)": {"recent_frames": 3, "window": 4},
 }
 
 
@@ -34,11 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=None, help="first N frames of each sequence")
     p.add_argument("--upsample", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--configs", default=None, help="comma-separated subset of: " + ", ".join(CONFIGS))
+    p.add_argument("--compare-upsample", default=None,
+                   help="comma-separated upsample methods to score the default config with, side by side")
     p.add_argument("--out", default=None, help="write the default config's masks here")
     p.add_argument("--json", default=None, help="save the report as JSON")
     args = p.parse_args(argv)
     names = args.configs.split(",") if args.configs else list(CONFIGS)
     configs = {n: {**CONFIGS[n], "upsample": args.upsample} for n in names}
+    for method in (args.compare_upsample.split(",") if args.compare_upsample else []):
+        configs[f"default+{method}"] = {**CONFIGS["default (+recent refs)"], "upsample": method}
     report = evaluate_configs(Segmenter(), args.davis, configs, split=args.split, max_frames=args.max_frames,
                               out_dir=args.out)
     print(format_table(report))

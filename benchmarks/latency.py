@@ -25,6 +25,7 @@ host; the end-to-end figure is also given with decode and write on worker thread
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -48,7 +49,7 @@ from pml_rt.annotations import ObjectMap, cell_labels  # noqa: E402
 from pml_rt.io import FolderSource, open_video, read_mask, write_palette_png  # noqa: E402
 from pml_rt.propagate import PropagationConfig, propagate_scores  # noqa: E402
 from pml_rt.registry import DEFAULT_MODEL, get_model_config  # noqa: E402
-from pml_rt.upsample import DEFAULT_METHOD, METHODS, needs_guide, upsample_labels  # noqa: E402
+from pml_rt.upsample import DEFAULT_METHOD, METHODS, check_method, needs_guide, upsample_labels  # noqa: E402
 
 PAPER_MS = 275.0  # Chen et al. 2018, per frame (Sec. 4)
 DEFAULT_DATA = Path(os.environ.get("PML_RT_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -272,7 +273,8 @@ class Bench:
                 outs.append(backend.embed(f[None], self.times(t))[0])
         return st, outs
 
-    def paired_embed(self, runtime: Any, reference: Any, rt_name: str, ref_name: str, count: int) -> tuple[Stage, Stage, list[Any]]:
+    def paired_embed(self, runtime: Any, reference: Any, rt_name: str, ref_name: str,
+                     count: int) -> tuple[Stage, Stage, list[Any]]:
         """Both backends on each frame in turn (so load changes hit both); the runtime on every frame."""
         a = self.stage(rt_name, runtime.describe())
         b = self.stage(ref_name, reference.describe(), skip=0)  # both are warm already
@@ -299,8 +301,7 @@ class Bench:
             try:
                 with self.clock.measure(st):
                     t, s = next(it)
-            except StopIteration:
-                st.ms.pop()  # the call that found the end
+            except StopIteration:  # (the call that found the end recorded nothing)
                 break
             scores[t] = s
         return st, scores
@@ -312,12 +313,19 @@ class Bench:
         lut = xp.asarray(self.lut)
         for method in methods:
             st = self.stage(f"upsample {method}", xp.__name__)
-            for t, s in scores.items():
-                with self.clock.measure(st):
-                    labels = upsample_labels(s, self.hw, method, guides[t] if needs_guide(method) else None,
-                                             stride=self.cfg.stride)
-                if method == DEFAULT_METHOD:
-                    masks.append(np.asarray(lut[labels]) if xp is np else lut[labels])
+            try:
+                for t, s in scores.items():
+                    with self.clock.measure(st):
+                        labels = upsample_labels(s, self.hw, method, guides[t] if needs_guide(method) else None,
+                                                 stride=self.cfg.stride)
+                    if method == DEFAULT_METHOD:
+                        masks.append(lut[labels])
+            except Exception as exc:  # noqa: BLE001 - an upsampler that cannot run here is reported, not fatal
+                self.stages.remove(st)
+                self.info.setdefault("notes", []).append(f"upsample {method} on {xp.__name__} failed: "
+                                                         f"{type(exc).__name__}: {exc}")
+        if DEFAULT_METHOD not in methods:  # the write stage still needs masks
+            masks = [lut[upsample_labels(s, self.hw, DEFAULT_METHOD, stride=self.cfg.stride)] for s in scores.values()]
         return masks
 
     # end to end -------------------------------------------------------------------------------
@@ -347,11 +355,12 @@ class Bench:
         with ThreadPoolExecutor(max_workers=2) as readers, ThreadPoolExecutor(max_workers=4) as writers:
             self.clock.sync()
             t0 = time.perf_counter()
-            decoded = readers.map(src.read, range(n))
-            emb = LazyEmbeddings(lambda t: next(decoded), lambda f, t: to_f16(backend.embed(f[None], self.times(t))[0]),
-                                 shape)
+            decoded = [readers.submit(src.read, t) for t in range(n)]
+            emb = LazyEmbeddings(lambda t: decoded[t].result(),
+                                 lambda f, t: to_f16(backend.embed(f[None], self.times(t))[0]), shape)
             pending = []
-            for t, s in propagate_scores(emb, 0, xp.asarray(self.ref), self.num_labels, PropagationConfig(), xp=xp):
+            steps = propagate_scores(emb, 0, xp.asarray(self.ref), self.num_labels, PropagationConfig(), xp=xp)
+            for t, s in itertools.islice(steps, n - 1):  # the forward pass; frame 0 is the reference
                 labels = upsample_labels(s, self.hw, DEFAULT_METHOD, None, stride=self.cfg.stride)
                 mask = lut[labels]
                 host = cp.asnumpy(mask) if cp is not None else mask
@@ -364,19 +373,13 @@ class Bench:
         return st
 
 
-def _methods(requested: str | None) -> tuple[list[str], list[str]]:
-    """Upsample methods to run (those that import) and notes on the ones that do not."""
+def _methods(requested: str | None) -> list[str]:
+    """Upsample methods to time; unknown names stop the run at once. (A method that cannot run
+    on this device, say for want of cupyx, is left out of the table with a note.)"""
     want = [m.strip() for m in requested.split(",")] if requested else list(METHODS)
-    ok, skipped = [], []
-    probe = np.zeros((2, 2, 2), np.float32)
-    guide = np.zeros((16, 16, 3), np.uint8)
     for m in want:
-        try:
-            upsample_labels(probe, (16, 16), m, guide, stride=8)
-            ok.append(m)
-        except Exception as exc:  # noqa: BLE001 - an upsampler that cannot run here is reported, not fatal
-            skipped.append(f"upsample {m} skipped: {type(exc).__name__}: {exc}")
-    return ok, skipped
+        check_method(m)
+    return want
 
 
 def flops_and_floor(cfg: Any, hw: tuple[int, int], cells: int, cp: ModuleType | None) -> dict:
@@ -439,7 +442,8 @@ def run_cpu(b: Bench, methods: list[str]) -> None:
             with TorchBackend(b.cfg) as tb_:
                 tb_.embed(b.clip.frames[0][None], b.times(0))  # warm-up
                 count = min(args.torch_frames, len(b.clip.frames))
-                rt, ref, outs = b.paired_embed(ort, tb_, "embed onnxruntime (CPU)", "embed torch eager (CPU, same frames)", count)
+                rt, ref, outs = b.paired_embed(ort, tb_, "embed onnxruntime (CPU)",
+                                               "embed torch eager (CPU, same frames)", count)
             b.info["speedup_vs_torch_eager"] = ref.median / b.info["paired_runtime_median_ms"]
         else:
             _, outs = b.embed_stage("embed onnxruntime (CPU)", ort)
@@ -457,7 +461,7 @@ def run_cuda(b: Bench, methods: list[str], engine: str | None) -> None:
     from pml_rt.backends.torch_backend import TorchBackend  # noqa: PLC0415
 
     b.decode()
-    up = b.stage("upload frame (host -> device)", "uint8 854x480x3, pageable")
+    up = b.stage("upload frame (host -> device)", f"uint8 {b.hw[1]}x{b.hw[0]}x3, pageable")
     for f in b.clip.frames:
         with b.clock.measure(up):
             cp.asarray(f)
@@ -475,7 +479,8 @@ def run_cuda(b: Bench, methods: list[str], engine: str | None) -> None:
     if available("onnxruntime")[0] and "CUDAExecutionProvider" in gpu_providers():
         from pml_rt.backends.onnxruntime_gpu import OnnxRuntimeIOBindingBackend  # noqa: PLC0415
 
-        candidates.append(("embed onnxruntime CUDA (IO binding)", lambda: OnnxRuntimeIOBindingBackend(b.cfg, device="cuda")))
+        candidates.append(("embed onnxruntime CUDA (IO binding)",
+                           lambda: OnnxRuntimeIOBindingBackend(b.cfg, device="cuda")))
     else:
         notes.append("onnxruntime CUDA: onnxruntime-gpu not installed")
     candidates.append(("embed torch FP16 eager (CUDA)", lambda: TorchBackend(b.cfg, device="cuda", half=True)))
@@ -507,7 +512,7 @@ def run_cuda(b: Bench, methods: list[str], engine: str | None) -> None:
     _, scores = b.nn(emb, "nearest neighbours (default config)", PropagationConfig())
     b.nn(emb, "nearest neighbours (recent frames off)", PropagationConfig(recent_frames=0))
     masks = b.upsample(scores, methods)
-    down = b.stage("download mask (device -> host)", "uint8 854x480")
+    down = b.stage("download mask (device -> host)", f"uint8 {b.hw[1]}x{b.hw[0]}")
     host_masks = []
     for m in masks:
         with b.clock.measure(down):
@@ -524,7 +529,7 @@ def run_cuda(b: Bench, methods: list[str], engine: str | None) -> None:
 
 # -- report ---------------------------------------------------------------------------------------
 
-def report(b: Bench, device: str, floor: dict, skipped: list[str]) -> dict:
+def report(b: Bench, device: str, floor: dict) -> dict:
     n = len(b.clip.frames)
     hh, ww = b.hw
     lines = [f"pml-rt latency: {ww}x{hh}, {b.clip.source}; {n} frames, {b.warm} warm-up; device {device}"]
@@ -536,7 +541,8 @@ def report(b: Bench, device: str, floor: dict, skipped: list[str]) -> dict:
     lines.append(f"embedder: {gf} GFLOP/frame ({floor.get('counted_from', floor.get('error'))}); "
                  f"measured float32 matmul {floor.get('matmul_shape')}: {floor.get('cpu_matmul_gflops')} GFLOP/s CPU"
                  + (f", {floor['gpu_matmul_gflops']} GFLOP/s GPU" if "gpu_matmul_gflops" in floor else "")
-                 + (f" -> embed floor {floor['embed_floor_ms']:.1f} ms at {rate} GFLOP/s" if "embed_floor_ms" in floor else ""))
+                 + (f" -> embed floor {floor['embed_floor_ms']:.1f} ms at {rate} GFLOP/s"
+                    if "embed_floor_ms" in floor else ""))
     width = max(len(s.name) for s in b.stages) + 2
     lines.append(f"{'stage':<{width}}{'median ms':>10}{'p90 ms':>10}{'frames':>8}  notes")
     for s in b.stages:
@@ -555,7 +561,8 @@ def report(b: Bench, device: str, floor: dict, skipped: list[str]) -> dict:
         s2 = b.info["speedup_e2e_vs_torch_fp32"]
         lines.append(f"end to end vs the same pipeline with torch FP32 eager: {s2:.2f}x; target >= "
                      f"{tgt['speedup']:.0f}x: {verdict(s2 >= tgt['speedup'])}")
-    for note in skipped + b.info.get("embed_notes", []) + ([b.info["torch_eager"]] if "torch_eager" in b.info else []):
+    notes = b.info.get("notes", []) + b.info.get("embed_notes", [])
+    for note in notes + ([b.info["torch_eager"]] if "torch_eager" in b.info else []):
         lines.append(f"note: {note}")
     print("\n".join(lines))
     return {
@@ -579,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "or ../shared/data)")
     p.add_argument("--size", type=lambda s: parse_hw(s, "--size"), default=(480, 854),
                    help="HEIGHTxWIDTH of the synthetic clip used where the data is absent (default 480x854)")
-    p.add_argument("--methods", default=None, help=f"upsample methods, comma-separated (default: all of {', '.join(METHODS)})")
+    p.add_argument("--methods", default=None,
+                   help=f"upsample methods, comma-separated (default: all of {', '.join(METHODS)})")
     p.add_argument("--model", default=DEFAULT_MODEL, help="registered model (default the packaged one)")
     p.add_argument("--engine", default=None, help="cuda: TensorRT plan (default: the default-named one, if built)")
     p.add_argument("--compile", action="store_true", help="cuda: also time torch.compile (slow to start)")
@@ -613,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
 
         found = find_engine(get_model_config(args.model))
         engine = str(found) if found else None
-    methods, skipped = _methods(args.methods)
+    methods = _methods(args.methods)
     with tempfile.TemporaryDirectory(prefix="pml-rt-latency-") as tmp:
         clip = load_clip(args, Path(tmp))
         b = Bench(args, clip, Path(tmp), cp)
@@ -623,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_cuda(b, methods, engine)
         floor = flops_and_floor(b.cfg, b.hw, b.cells[0] * b.cells[1], cp)
-    result = report(b, args.device, floor, skipped)
+    result = report(b, args.device, floor)
     if args.json:
         from pml_rt.io import atomic_write_path  # noqa: PLC0415
 

@@ -1,12 +1,14 @@
 """Compare the upsamplers of stride-8 label scores on DAVIS frames: J, F and ms/frame.
 
 Every method runs on the same inputs, frame by frame in turn, so the timing ratios hold even
-on a busy machine. Scores come from the ground truth by :func:`scores_from_mask` (stride-8
-area shares, blurred, noised and quantised to k = 5 votes to look like kNN votes); to
-measure real kNN scores instead, call :func:`compare_upsamplers` with them.
+on a busy machine. Scores come from the ground truth by :func:`scores_from_mask` (the mask
+displaced by a smooth random field, stride-8 area shares, blurred, noised and quantised to
+k = 5 votes, to look like kNN votes); to measure real kNN scores instead, call
+:func:`compare_upsamplers` with them. OpenCV-contrib's fast bilateral solver joins the table
+where ``cv2.ximgproc`` is built with Eigen (the PyPI wheels are not).
 
-    python benchmarks/upsample.py --split train --frames 3
-    python benchmarks/upsample.py --split val --frames 3 --methods bilinear,bilateral-solver
+    python benchmarks/upsample.py --split train --frames 4 --displace 4
+    python benchmarks/upsample.py --split val --frames 4 --methods bilinear,bilateral-solver
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shape", default="1088x1920", help="largest HxW the engine accepts (default 1088x1920)")
     p.add_argument("--timing-cache", default=None, help="TensorRT timing cache file, read and updated")
     p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
+    p.add_argument("--max-batch", type=int, default=4, help="largest batch the engine accepts (default 4)")
     p.add_argument("--check-frames", default=None,
                    help="folder of real frames to compare the engine against ONNX Runtime on")
     return p
@@ -40,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     from pml_rt.registry import DEFAULT_MODEL, get_model_config
 
     cfg = get_model_config(args.model or DEFAULT_MODEL)
+    if args.engine is not None:
+        from pml_rt.backends.tensorrt_build import preflight
+
+        why = preflight()
+        if why:
+            print(f"cannot build a TensorRT engine here: {why}", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     model = Embedder(cfg, imagenet=args.checkpoint is None)
     if args.checkpoint:

@@ -26,7 +26,8 @@ from .errors import InputError
 from .registry import get_model_config
 
 # Test hook: a folder; a file named like a video id in it makes the worker process exit
-# (os._exit) once, on the first attempt at that video, to test retries after worker loss.
+# (os._exit) on the first attempt(s) at that video (the file holds how many; empty: one), to
+# test retries after worker loss.
 CRASH_ONCE_ENV = "PML_RT_BATCH_CRASH_ONCE"
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -113,7 +114,9 @@ class BatchWorker:
 
     def __init__(self, out_dir: str, options: dict[str, Any], threads: int = 1, has_gpu: bool | None = None,
                  crash_once: str | None = None):
-        os.environ.update(thread_env(threads))  # for pools created from here on
+        # Ray set OMP_NUM_THREADS (= the actor's num_cpus) before numpy loaded; these cap the
+        # pools of libraries loaded from here on, so workers sharing a machine don't fight.
+        os.environ.update(thread_env(threads))
         from .segmenter import Segmenter  # noqa: PLC0415
 
         self.out_dir = Path(out_dir)
@@ -140,22 +143,23 @@ class BatchWorker:
         """Segment one video unless ``done_key`` equals its key; return the ledger row.
 
         Row: ``id``, ``status`` ("done", "failed" or "skipped"), ``key``, ``frames``,
-        ``seconds``, ``error`` (one line) and ``worker``. Never raises for a bad video.
+        ``seconds`` (wall), ``cpu_seconds``, ``error`` (one line) and ``worker``. Never raises for a bad video.
         """
         if isinstance(item, dict):
             item = BatchItem(**item)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         row: dict[str, Any] = {"id": item.id, "video": item.video, "worker": self.where, "key": None}
         try:
             row["key"] = key = self.key(item)
             if done_key is not None and key == done_key:
-                return {**row, "status": "skipped", "seconds": time.perf_counter() - t0}
+                return {**row, "status": "skipped", "seconds": round(time.perf_counter() - t0, 3)}
             self._maybe_crash(item.id)
             row["frames"] = self._segment(item)
             row.update(status="done", out=item.id)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
             row.update(status="failed", error=_one_line(exc))
         row["seconds"] = round(time.perf_counter() - t0, 3)
+        row["cpu_seconds"] = round(time.process_time() - c0, 3)  # this process, all threads
         return row
 
     def _segment(self, item: BatchItem) -> int:
@@ -196,11 +200,15 @@ class BatchWorker:
     def _maybe_crash(self, video_id: str) -> None:
         if not self.crash_once:
             return
-        marker = Path(self.crash_once) / video_id
+        marker = Path(self.crash_once) / video_id  # holds how many attempts die (empty: 1)
         try:
-            marker.unlink()  # succeeds once: the retry finds no marker and does the work
-        except FileNotFoundError:
+            left = int(marker.read_text() or 1)
+        except (FileNotFoundError, ValueError):
             return
+        if left > 1:
+            marker.write_text(str(left - 1))
+        else:
+            marker.unlink()  # the next attempt finds no marker and does the work
         os._exit(17)
 
     def close(self) -> None:
@@ -213,7 +221,8 @@ def _propagate_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _session_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {}
+    # Clicks keep the session's own k (1, as the paper does for clicks); ``k`` is for propagation.
+    return {"upsample": options["upsample"]}
 
 
 def _ray_gpus() -> int:

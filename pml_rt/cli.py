@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .errors import PmlError
+from .errors import InputError, PmlError
 from .upsample import DEFAULT_METHOD, METHODS
 
 
@@ -40,15 +40,64 @@ def _propagate_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    if args.stream is not None:
+        return _segment_stream(args)
+    if args.video == "-":
+        raise InputError("video '-' (stdin) needs --stream WIDTHxHEIGHT: raw rgb24 frames, as "
+                         "ffmpeg -f rawvideo -pix_fmt rgb24 writes them")
     from .pipeline import segment_to_folder
 
     res = segment_to_folder(_segmenter(args), args.video, args.mask, args.out, mask_frame=args.mask_frame,
                             overlay=args.overlay, upsample=args.upsample, k=args.k,
                             online_adaptation=not args.no_online_adaptation, progress=not args.quiet,
-                            propagate_options=_propagate_options(args))
+                            propagate_options=_propagate_options(args), cache=not args.no_cache,
+                            cache_dir=args.cache_dir)
     total = sum(res.timings.values())
     print(f"wrote {res.num_frames} masks to {res.out_dir}" + (f" and {res.overlay}" if res.overlay else "")
           + f" in {total:.1f} s ({1000 * total / max(res.num_frames, 1):.0f} ms/frame)")
+    return 0
+
+
+def _segment_stream(args: argparse.Namespace) -> int:
+    """Live mode: masks written one PNG per frame, atomically, as the frames arrive."""
+    from .cache import OutputError, output_error
+    from .io import open_video, write_palette_png
+    from .stream import parse_size, read_raw_frames
+
+    if args.overlay is not None:
+        raise InputError("--overlay is not available with --stream; segment the saved video instead")
+    if args.mask_frame != 0:
+        raise InputError(f"--mask-frame {args.mask_frame} is not available with --stream; the mask belongs to "
+                         "the first frame of the stream")
+    if args.video == "-":
+        if args.stream == "auto":
+            raise InputError("reading stdin needs the frame size: --stream WIDTHxHEIGHT (raw rgb24 frames, as "
+                             "ffmpeg -f rawvideo -pix_fmt rgb24 writes them)")
+        frames = read_raw_frames(sys.stdin.buffer, parse_size(args.stream))
+        fps = args.fps
+    else:
+        source = open_video(args.video)
+        if args.stream != "auto" and parse_size(args.stream) != source.frame_size:
+            h, w = source.frame_size
+            raise InputError(f"video '{args.video}' is {w}x{h}, not --stream {args.stream}")
+        frames, fps = iter(source), args.fps or source.fps
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output folder {out} exists and is not a folder")
+    live = _segmenter(args).stream(frames, args.mask, upsample=args.upsample, k=args.k,
+                                   online_adaptation=not args.no_online_adaptation,
+                                   recent_frames=args.recent_frames, input_fps=fps)
+    n = 0
+    try:
+        for n, m in enumerate(live, start=1):
+            if n == 1:
+                out.mkdir(parents=True, exist_ok=True)
+            write_palette_png(out / f"{n - 1:05d}.png", m)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise output_error(f"masks to {out}", exc, "free space or choose another --out") from exc
+    print(f"wrote {n} masks to {out} as they came: {live.stats.summary()}")
     return 0
 
 
@@ -108,11 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("segment", help="segment a video from a mask on one frame")
-    s.add_argument("video", help="video file (MP4, MOV, AVI, WebM, MKV) or folder of frames")
+    s.add_argument("video", help="video file (MP4, MOV, AVI, WebM, MKV), folder of frames, or - (stdin, "
+                   "with --stream WIDTHxHEIGHT)")
     s.add_argument("--mask", required=True, help="mask PNG (DAVIS palette or 0/255)")
     s.add_argument("--mask-frame", type=int, default=0, help="frame index the mask belongs to (default 0)")
     s.add_argument("--out", required=True, help="folder for the palette PNG masks, named like the frames")
     s.add_argument("--overlay", default=None, help="also write an overlay preview video (.mp4)")
+    s.add_argument("--stream", nargs="?", const="auto", default=None, metavar="WIDTHxHEIGHT",
+                   help="live mode: segment frames as they come and write each mask at once (<out>/00000.png, "
+                   "...); with video '-', read raw rgb24 frames of this size from stdin (ffmpeg -f rawvideo "
+                   "-pix_fmt rgb24 -); see docs/STREAMING.md")
+    s.add_argument("--fps", type=float, default=None,
+                   help="input frame rate that --stream is measured against (default: the video's, else 25)")
+    s.add_argument("--cache-dir", default=None,
+                   help="embedding cache folder (default $PML_RT_CACHE or ~/.cache/pml-rt); a rerun on the same "
+                   "video reuses the embeddings, an interrupted one resumes")
+    s.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     _add_propagation_options(s)
     s.set_defaults(func=cmd_segment)
 

@@ -16,8 +16,10 @@ import numpy as np
 from .davis import DavisDataset
 from .io import ArraySource, atomic_output_dir, write_palette_png
 from .metrics import evaluate_sequence, summarize
+from .annotations import ObjectMap, cell_labels
+from .propagate import propagate_scores
 from .segmenter import Segmenter
-from .upsample import DEFAULT_METHOD
+from .upsample import DEFAULT_METHOD, needs_guide, upsample_labels
 
 
 def evaluate_configs(segmenter: Segmenter, root: str | os.PathLike, configs: dict[str, dict[str, Any]], *,
@@ -46,16 +48,42 @@ def evaluate_configs(segmenter: Segmenter, root: str | os.PathLike, configs: dic
         video = segmenter.embed(ArraySource(frames), progress=False)
         times["embed"] += time.perf_counter() - t0
         times["frames"] += len(frames)
-        for i, (name, opts) in enumerate(configs.items()):
+        # Settings that differ only in the upsampler share one propagation.
+        groups: dict[str, list[str]] = {}
+        for name, opts in configs.items():
+            key = repr(sorted((k, v) for k, v in opts.items() if k != "upsample"))
+            groups.setdefault(key, []).append(name)
+        for names_in_group in groups.values():
+            first = configs[names_in_group[0]]
             t0 = time.perf_counter()
-            pred = video.propagate(gt[0], 0, **opts)
-            times[f"propagate:{name}"] += time.perf_counter() - t0
-            results[name][seq] = evaluate_sequence(pred, gt)
-            if out_dir is not None and i == 0:
-                with atomic_output_dir(Path(out_dir) / seq) as tmp:
-                    for n, m in zip(names, pred):
-                        write_palette_png(Path(tmp) / f"{n}.png", m)
+            scores, lut = _propagate_scores(video, gt[0], {k: v for k, v in first.items() if k != "upsample"})
+            t_prop = time.perf_counter() - t0
+            for name in names_in_group:
+                method = configs[name].get("upsample", DEFAULT_METHOD)
+                t0 = time.perf_counter()
+                pred = np.stack([gt[0] if t == 0 else lut[upsample_labels(scores[t], video.frame_size, method,
+                                                                         frames[t] if needs_guide(method) else None)]
+                                 for t in range(len(frames))])
+                times[f"propagate:{name}"] += t_prop + time.perf_counter() - t0
+                results[name][seq] = evaluate_sequence(pred, gt)
+                if out_dir is not None and name == next(iter(configs)):
+                    with atomic_output_dir(Path(out_dir) / seq) as tmp:
+                        for n, m in zip(names, pred):
+                            write_palette_png(Path(tmp) / f"{n}.png", m)
     return {"configs": {name: summarize(r) for name, r in results.items()}, "timing": times, "sequences": seqs}
+
+
+def _propagate_scores(video: Any, mask: np.ndarray, opts: dict[str, Any]) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Stride-8 scores (C, h, w) of every frame but 0, and the column -> id table."""
+    from .segmenter import _config  # noqa: PLC0415
+
+    objects = ObjectMap()
+    columns = objects.columns_of(video.load_mask(mask, 0))
+    cfg = _config(opts.get("k", 5), opts.get("online_adaptation", True), opts.get("recent_frames"),
+                  opts.get("window"), opts.get("weighting"))
+    ref = cell_labels(columns, objects.num_labels, video.config.stride)
+    scores = {t: s for t, s in propagate_scores(video.embeddings, 0, ref, objects.num_labels, cfg, xp=np)}
+    return scores, objects.lut()
 
 
 def evaluate_davis(segmenter: Segmenter, root: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,

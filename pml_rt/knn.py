@@ -119,32 +119,45 @@ def _window_bias(xp: Any, tile: int, radius: int) -> Any:
     return xp.where(inside, 0.0, NEG).astype(xp.float32)
 
 
-def local_topk(query: Any, keys: Any, key_labels: Any, radius: int, k: int, tile: int = 4,
-               chunk_bytes: int = 16 << 20) -> Candidates:
+def local_topk(query: Any, keys: Any, key_labels: Any, radius: int, k: int, tile: int = 8,
+               chunk_bytes: int = 16 << 20, active: Any = None) -> Candidates:
     """k nearest keys of each query cell among the cells within ``radius`` of it in ``keys``.
 
     query: float32 (h, w, d), one frame; keys: (P, h, w, d), P earlier frames; key_labels:
-    int (P, h, w), their predicted labels (-1 = ignore). The frame is cut into tiles of
-    ``tile`` x ``tile`` cells; a row of tiles is matched against the (tile + 2*radius)^2
-    window of every key frame with one batched matrix product, and candidates outside a
-    query's own window get similarity ``NEG``. Keys carry one extra dimension, 0 for real
-    cells and ``NEG`` for padding and ignored cells, so the product itself rules them out.
-    Returns :class:`Candidates` (h*w, k) in row-major cell order.
+    int (P, h, w), their predicted labels (-1 = ignore); active: optional bool (h, w), the
+    cells that need a search (tiles without an active cell are skipped and get no
+    candidates). The frame is cut into tiles of ``tile`` x ``tile`` cells; tiles of one row
+    are matched against the (tile + 2*radius)^2 window of every key frame with one batched
+    matrix product, and candidates outside a query's own window get similarity ``NEG``.
+    Keys carry one extra dimension, 0 for real cells and ``NEG`` for padding and ignored
+    cells, so the product itself rules them out. Returns :class:`Candidates` (h*w, k) in
+    row-major cell order.
     """
     xp = get_xp(query, keys)
     h, w, d = query.shape
     p = keys.shape[0]
     r, L = radius, tile + 2 * radius
     nty, ntx = -(-h // tile), -(-w // tile)
-    out_s = xp.full((nty * tile, ntx * tile, k), NEG, dtype=xp.float32)
-    out_l = xp.full((nty * tile, ntx * tile, k), -1, dtype=xp.int32)
+    out_s = xp.full((nty, tile, ntx, tile, k), NEG, dtype=xp.float32)
+    out_l = xp.full((nty, tile, ntx, tile, k), -1, dtype=xp.int32)
+
+    def result() -> Candidates:
+        s_ = out_s.reshape(nty * tile, ntx * tile, k)[:h, :w].reshape(h * w, k)
+        l_ = out_l.reshape(nty * tile, ntx * tile, k)[:h, :w].reshape(h * w, k)
+        return Candidates(s_, l_)
+
     if p == 0:
-        return Candidates(out_s[:h, :w].reshape(h * w, k), out_l[:h, :w].reshape(h * w, k))
+        return result()
+    if active is None:
+        tile_on = xp.ones((nty, ntx), dtype=bool)
+    else:
+        pad_a = xp.zeros((nty * tile, ntx * tile), dtype=bool)
+        pad_a[:h, :w] = active
+        tile_on = pad_a.reshape(nty, tile, ntx, tile).any(axis=(1, 3))
     qpad = xp.zeros((nty * tile, ntx * tile, d + 1), dtype=xp.float32)
     qpad[:h, :w, :d] = query
     qpad[..., d] = 1.0
     kpad = xp.zeros((p, nty * tile + 2 * r, ntx * tile + 2 * r, d + 1), dtype=xp.float32)
-    kpad[..., d] = NEG
     kpad[:, r : r + h, r : r + w, :d] = keys
     lpad = xp.full(kpad.shape[:3], -1, dtype=xp.int32)
     lpad[:, r : r + h, r : r + w] = key_labels
@@ -152,27 +165,27 @@ def local_topk(query: Any, keys: Any, key_labels: Any, radius: int, k: int, tile
     bias = xp.tile(_window_bias(xp, tile, r), (1, p))  # (tile^2, P*L^2)
     kk = min(k, p * L * L)
     per_tile = 4 * (p * L * L * (d + 1 + 3 * tile * tile))
-    group = max(1, min(ntx, int(chunk_bytes // per_tile)))
+    group = max(1, int(chunk_bytes // per_tile))
     offs = xp.arange(L)
-    for ty in range(nty):
+    on_rows = [int(i) for i in xp.nonzero(tile_on.any(axis=1))[0].tolist()]
+    for ty in on_rows:
         band_k = kpad[:, ty * tile : ty * tile + L]  # (P, L, W', d+1)
         band_l = lpad[:, ty * tile : ty * tile + L]
-        band_q = qpad[ty * tile : (ty + 1) * tile]  # (tile, W2, d+1)
-        for tx0 in range(0, ntx, group):
-            g = min(ntx, tx0 + group) - tx0
-            cols = (xp.arange(tx0, tx0 + g)[:, None] * tile + offs[None, :])  # (g, L)
+        band_q = qpad[ty * tile : (ty + 1) * tile].reshape(tile, ntx, tile, d + 1)
+        on = xp.nonzero(tile_on[ty])[0]
+        for g0 in range(0, int(on.shape[0]), group):
+            txs = on[g0 : g0 + group]
+            g = int(txs.shape[0])
+            cols = txs[:, None] * tile + offs[None, :]  # (g, L)
             kw = band_k[:, :, cols].transpose(2, 0, 1, 3, 4).reshape(g, p * L * L, d + 1)
             lw = band_l[:, :, cols].transpose(2, 0, 1, 3).reshape(g, 1, p * L * L)
-            q = band_q[:, tx0 * tile : (tx0 + g) * tile].reshape(tile, g, tile, d + 1)
-            q = q.transpose(1, 0, 2, 3).reshape(g, tile * tile, d + 1)
+            q = band_q[:, txs].transpose(1, 0, 2, 3).reshape(g, tile * tile, d + 1)
             sims = q @ kw.transpose(0, 2, 1)  # (g, tile^2, P*L^2)
             sims += bias
             idx = topk(sims.reshape(g * tile * tile, -1), kk).reshape(g, tile * tile, kk)
             top_s = xp.take_along_axis(sims, idx, axis=2)
-            top_l = xp.take_along_axis(lw, idx, axis=2)
-            top_l = xp.where(top_s > NEG / 2, top_l, -1)
-            top_s = top_s.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3).reshape(tile, g * tile, kk)
-            top_l = top_l.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3).reshape(tile, g * tile, kk)
-            out_s[ty * tile : (ty + 1) * tile, tx0 * tile : (tx0 + g) * tile, :kk] = top_s
-            out_l[ty * tile : (ty + 1) * tile, tx0 * tile : (tx0 + g) * tile, :kk] = top_l
-    return Candidates(out_s[:h, :w].reshape(h * w, k), out_l[:h, :w].reshape(h * w, k))
+            top_l = xp.where(top_s > NEG / 2, xp.take_along_axis(lw, idx, axis=2), -1)
+            row_s, row_l = out_s[ty], out_l[ty]  # views (tile, ntx, tile, k)
+            row_s[:, txs, :, :kk] = top_s.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3)
+            row_l[:, txs, :, :kk] = top_l.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3)
+    return result()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .knn import Candidates, global_topk, local_topk, merge_topk, vote
-from .xp import get_xp
+from .xp import get_xp, to_device
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class PropagationConfig:
     background_stride: int = 2  # keep every n-th annotated background cell per axis (objects: all)
     recent_frames: int = 7  # earlier frames whose predictions serve as local references (0: off)
     window: int = 6  # radius, in cells, of the local search in recent frames
+    local_everywhere: bool = False  # search recent frames at every cell, not only where it can matter
     weighting: str = "softmax"  # "majority" (paper) or "softmax" of similarities
     temperature: float = 0.1  # of the softmax weighting
 
@@ -53,20 +54,43 @@ def _frame(emb: Any, t: int, xp: Any) -> Any:
     return xp.asarray(emb[t], dtype=xp.float32)
 
 
+def _dilate(mask: Any, radius: int) -> Any:
+    """Binary dilation of a (h, w) bool map by a (2r+1)^2 square, by shifted ORs."""
+    xp = get_xp(mask)
+    h, w = mask.shape
+    pad = xp.zeros((h + 2 * radius, w + 2 * radius), dtype=bool)
+    pad[radius : radius + h, radius : radius + w] = mask
+    rows = xp.zeros((h, w + 2 * radius), dtype=bool)
+    for dy in range(2 * radius + 1):
+        rows |= pad[dy : dy + h]
+    out = xp.zeros((h, w), dtype=bool)
+    for dx in range(2 * radius + 1):
+        out |= rows[:, dx : dx + w]
+    return out
+
+
 def label_frame(query: Any, refs: Any, ref_labels: Any, recent: list[tuple[Any, Any]], num_labels: int,
                 cfg: PropagationConfig) -> tuple[Any, Any]:
     """Scores (h*w, C) and unanimity (h*w,) of one frame's cells.
 
     query: float32 (h, w, d); refs/ref_labels: the global pool (M, d)/(M,); recent: list of
     (embedding (h, w, d), labels (h, w)) of earlier frames, searched within ``cfg.window``.
+    Unless ``cfg.local_everywhere``, the local search runs only where it can change the
+    answer: cells whose global neighbours disagree, or that lie within the window of an
+    object in the latest frame. Elsewhere the global neighbours, unanimous, decide.
     """
     xp = get_xp(query)
     h, w, d = query.shape
-    parts: list[Candidates] = [global_topk(query.reshape(h * w, d), refs, ref_labels, cfg.k)]
+    glob = global_topk(query.reshape(h * w, d), refs, ref_labels, cfg.k)
+    parts: list[Candidates] = [glob]
     if recent:
         keys = xp.stack([e for e, _ in recent])
         labels = xp.stack([lab for _, lab in recent])
-        parts.append(local_topk(query, keys, labels, cfg.window, cfg.k))
+        active = None
+        if not cfg.local_everywhere:
+            agree = (glob.labels == glob.labels[:, :1]).all(axis=1) & (glob.labels[:, 0] == 0)
+            active = ~agree.reshape(h, w) | _dilate(labels[-1] > 0, cfg.window)
+        parts.append(local_topk(query, keys, labels, cfg.window, cfg.k, active=active))
     cands = merge_topk(parts, cfg.k)
     return vote(cands, num_labels, cfg.weighting, cfg.temperature)
 
@@ -132,7 +156,8 @@ def propagate_scores(emb: Any, ref_frame: int, ref_labels: Any, num_labels: int,
     vote shares, C = num_labels.
     """
     cfg.validate()
-    xp = xp or get_xp(ref_labels)
+    xp = xp or get_xp(emb, ref_labels)
+    ref_labels = to_device(ref_labels, xp)
     n = emb.shape[0]
     yield from _pass(emb, range(ref_frame + 1, n), ref_frame, ref_labels, num_labels, cfg, xp)
     yield from _pass(emb, range(ref_frame - 1, -1, -1), ref_frame, ref_labels, num_labels, cfg, xp)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -26,7 +27,14 @@ from .propagate import PropagationConfig, propagate_scores
 from .registry import DEFAULT_MODEL, ModelConfig, get_model_config
 from .upsample import DEFAULT_METHOD, check_method, needs_guide, upsample_labels
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .stream import LiveSegmentation
+
 log = logging.getLogger("pml_rt")
+
+#: Stride-8 scores of all frames (float16) above this many bytes are kept on disk while
+#: propagating (5000 frames of 854x480 with 2 labels take 128 MB and stay in memory).
+SCORE_SPILL_BYTES = 256 << 20
 
 
 def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
@@ -48,6 +56,8 @@ class Segmenter:
     def __init__(self, model: str = DEFAULT_MODEL, backend: str = "auto", **backend_options: Any):
         self.config: ModelConfig = get_model_config(model)
         self.backend: Backend = create_backend(backend, self.config, **backend_options)
+        self._lock = threading.Lock()  # guards lazy set-up shared by threads (backend activation)
+        self._identity: tuple[Backend, dict] | None = None  # model_identity() of that backend, computed once
 
     def __repr__(self) -> str:
         return f"Segmenter(model={self.config.name!r}, backend={self.backend.describe()!r})"
@@ -68,35 +78,155 @@ class Segmenter:
 
     def embed_frames(self, frames: np.ndarray, indices: np.ndarray | list[int]) -> np.ndarray:
         """Embeddings of frames uint8 (N, H, W, 3) with frame indices (N,): float32 (N, h, w, d)."""
+        with self._lock:  # two threads must not both build the backend's session (cheap once active)
+            self.backend.activate()
         out = self.backend.embed(frames, self.frame_times(np.asarray(indices)))
         from .xp import to_host  # noqa: PLC0415
 
         return to_host(out)
 
-    def embed(self, video: Any, *, progress: bool = True, batch_size: int = 1) -> "EmbeddedVideo":
+    def embed(self, video: Any, *, progress: bool = True, batch_size: int = 1, cache: bool | None = None,
+              cache_dir: str | os.PathLike | None = None) -> "EmbeddedVideo":
         """Embed every frame of ``video`` once.
 
         video: a path to a video file (MP4, MOV, AVI, WebM, MKV) or a folder of frames, a
         uint8 array (T, H, W, 3), or a :class:`pml_rt.io.VideoSource`. Frames are decoded and
-        embedded one batch at a time; the embeddings are kept as float16 (T, h, w, d).
+        embedded one batch at a time (never all held); the embeddings are float16 (T, h, w, d).
+
+        cache: keep the embeddings in the on-disk cache (:mod:`pml_rt.cache`, format in
+        docs/STREAMING.md) under ``cache_dir`` (default ``$PML_RT_CACHE`` or
+        ``~/.cache/pml-rt``), keyed by the video's content and the model: a later call on
+        the same content reuses them, and an interrupted one resumes at the first missing
+        frame. None (the default) caches only where ``cache_dir`` is given. Cached
+        embeddings are a read-only ``np.memmap``. Without a cache they are held in memory,
+        except that above :data:`pml_rt.cache.SPILL_BYTES` they go to an unlinked temporary
+        file (a memmap too).
         """
+        from . import cache as _cache  # noqa: PLC0415
+
         source = video if isinstance(video, VideoSource) else open_video(video)
         n = len(source)
+        if n == 0:
+            raise InputError(f"{source.path or 'video'}: no frames; expected at least one")
         hh, ww = source.frame_size
         s = self.config.stride
-        emb = np.empty((n, -(-hh // s), -(-ww // s), self.config.d), dtype=np.float16)
+        shape = (n, -(-hh // s), -(-ww // s), self.config.d)
+        label = f"video '{source.path}'" if source.path else "the frame array"
+        use_cache = cache if cache is not None else cache_dir is not None
+        if use_cache:
+            entry = _cache.EmbeddingCache(cache_dir).entry(self.model_identity(), _cache.video_digest(source),
+                                                           shape, (hh, ww), label)
+            with entry.locked():
+                start = entry.prepare()
+                if start < n:
+                    if start:
+                        log.info("resuming %s at frame %d of %d (cache %s)", label, start, n, entry.path)
+                    with entry.writer(start) as writer:
+                        self._embed_into(source, n, start, writer, batch_size, progress)
+            emb = entry.load()
+            meta = {"cache": str(entry.path), "cache_hit": start == n, "resumed_from": start}
+        elif int(np.prod(shape)) * 2 > _cache.SPILL_BYTES:
+            spill = _cache.SpillFile(shape, None)
+            try:
+                self._embed_into(source, n, 0, spill, batch_size, progress)
+            except BaseException:
+                spill.close(ok=False)
+                raise
+            emb = spill.array()
+            meta = {"cache": None, "spilled": True}
+        else:
+            emb = np.empty(shape, dtype=np.float16)
+            self._embed_into(source, n, 0, _ArrayWriter(emb), batch_size, progress)
+            meta = {}
+        return EmbeddedVideo(source=source, embeddings=emb, config=self.config, meta=meta)
+
+    def _embed_into(self, source: VideoSource, n: int, start: int, writer: Any, batch_size: int,
+                    progress: bool) -> None:
+        """Decode frames start..n-1 one batch at a time, embed them and hand them to ``writer``."""
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        size = tuple(source.frame_size)
+        name = source.path or "video"
+        frames: Any = iter(source) if start == 0 else (source.read(i) for i in range(start, n))
         batch: list[np.ndarray] = []
-        start = 0
-        for i, frame in enumerate(_progress(source, n, "embed", progress)):
-            batch.append(frame)
-            if len(batch) == batch_size or i == n - 1:
-                idx = np.arange(start, start + len(batch))
-                emb[start : start + len(batch)] = self.embed_frames(np.stack(batch), idx)
-                start += len(batch)
-                batch = []
-        if start != n:
-            raise InputError(f"{source.path or 'video'}: expected {n} frames, decoded {start}")
-        return EmbeddedVideo(source=source, embeddings=emb, config=self.config)
+        pos = start
+        try:
+            for i, frame in enumerate(_progress(frames, n - start, "embed", progress), start=start):
+                if i >= n:
+                    raise InputError(f"{name}: expected {n} frames, got more")
+                f = np.asarray(frame)
+                if f.shape != (*size, 3) or f.dtype != np.uint8:
+                    raise InputError(f"{name}: frame {i} is {f.dtype} {f.shape}; expected uint8 {(*size, 3)} "
+                                     "like frame 0")
+                batch.append(f)
+                if len(batch) == batch_size or i == n - 1:
+                    idx = np.arange(pos, pos + len(batch))
+                    try:
+                        out = self.embed_frames(np.stack(batch), idx)
+                    except InputError:
+                        writer.poisoned = True  # the model's output was bad: keep nothing it made
+                        raise
+                    if not np.isfinite(out).all():
+                        writer.poisoned = True
+                        raise InputError(f"{name}: frames {pos}..{pos + len(batch) - 1}: the model returned NaN "
+                                         "or infinity; the model file may be damaged")
+                    writer.write(pos, out)
+                    pos += len(batch)
+                    batch = []
+        finally:
+            if start:
+                source.close()  # read() keeps a decoder open
+        if pos != n:
+            raise InputError(f"{name}: expected {n} frames, decoded {pos}")
+
+    def model_identity(self) -> dict:
+        """What keys this model's embeddings in the cache (see :func:`pml_rt.cache.model_identity`)."""
+        with self._lock:
+            if self._identity is None or self._identity[0] is not self.backend:
+                from .cache import model_identity  # noqa: PLC0415
+
+                self._identity = (self.backend, model_identity(self.config, self.backend))
+            return dict(self._identity[1])
+
+    def stream(self, frames: Iterable[np.ndarray], mask: Any, *, k: int = 5, online_adaptation: bool = True,
+               upsample: str = DEFAULT_METHOD, recent_frames: int | None = None, window: int | None = None,
+               weighting: str | None = None, max_pool: int | None = None,
+               input_fps: float | None = None) -> "LiveSegmentation":
+        """Segment frames as they arrive (a camera, a pipe): yields uint8 (H, W) masks, one per frame.
+
+        frames: any iterable of uint8 (H, W, 3) RGB frames, all one size; ``mask`` (ids, or a
+        mask file) belongs to the first frame, which is yielded as given. Each frame is
+        embedded when it arrives and labelled forward from the frames before it, with a
+        reference pool of bounded size: the first frame's cells, at most ``max_pool``
+        adapted cells (default: the propagation's cap) and the last ``recent_frames`` frames.
+        The returned iterator's ``stats`` (:class:`pml_rt.stream.StreamStats`) give the rate
+        reached against ``input_fps`` (default: the source's fps, else 25). Other options as
+        :meth:`EmbeddedVideo.propagate`; with the same options, the masks equal
+        ``propagate(mask, frame=0)`` on the same frames.
+        """
+        from .stream import LiveSegmentation  # noqa: PLC0415
+
+        cfg = _config(k, online_adaptation, recent_frames, window, weighting)
+        if max_pool is not None:
+            if not isinstance(max_pool, (int, np.integer)) or max_pool < 0:
+                raise InputError(f"max_pool must be an integer >= 0, got {max_pool!r}")
+            import dataclasses  # noqa: PLC0415
+
+            cfg = dataclasses.replace(cfg, adaptation_cap=int(max_pool))
+        check_method(upsample)
+        return LiveSegmentation(self, frames, mask, cfg, upsample=upsample, input_fps=input_fps)
+
+
+class _ArrayWriter:
+    """Writes batches into an in-memory array (the uncached path)."""
+
+    poisoned = False
+
+    def __init__(self, out: np.ndarray):
+        self.out = out
+
+    def write(self, t0: int, batch: np.ndarray) -> None:
+        self.out[t0 : t0 + batch.shape[0]] = batch
 
 
 @dataclass
@@ -131,7 +261,7 @@ class EmbeddedVideo:
 
     def load_mask(self, mask: Any, frame: int = 0) -> np.ndarray:
         """A mask (path or array of ids) checked against this video's frame size: uint8 (H, W)."""
-        name = str(mask) if isinstance(mask, (str, os.PathLike)) else f"mask for frame {frame}"
+        name = "mask" if isinstance(mask, (str, os.PathLike)) else f"mask for frame {frame}"  # paths are named by read_mask
         return read_mask(mask, expected_size=self.frame_size, name=name)
 
     def session(self, **options: Any) -> Any:
@@ -155,22 +285,31 @@ class EmbeddedVideo:
         columns = objects.columns_of(user_mask)
         cfg = _config(k, online_adaptation, recent_frames, window, weighting)
         ref = cell_labels(columns, objects.num_labels, self.config.stride)
-        # Labels at stride 8 are cheap to keep for every frame; upsampling then streams the
-        # frames in order, so a video file is decoded once more, front to back.
-        scores: dict[int, np.ndarray] = {}
-        it = propagate_scores(self.embeddings, frame, ref, objects.num_labels, cfg, xp=np)
-        for t, s in _progress(it, self.num_frames - 1, "propagate", progress):
-            scores[t] = s.astype(np.float16)
-        lut = objects.lut()
-        frames = iter(self.source) if needs_guide(upsample) else None
-        for t in range(self.num_frames):
-            guide = next(frames) if frames is not None else None
-            if t == frame:
-                yield t, user_mask
-                continue
-            labels = upsample_labels(scores.pop(t).astype(np.float32), self.frame_size, upsample, guide,
-                                     stride=self.config.stride)
-            yield t, lut[labels]
+        # Labels at stride 8 are cheap to keep for every frame (on disk where they would
+        # take more than SCORE_SPILL_BYTES); upsampling then streams the frames in order, so a
+        # video file is decoded once more, front to back. A memory-mapped video is read one
+        # frame at a time and its pages let go, so the resident set stays flat.
+        from .cache import SpillStore, frames_view  # noqa: PLC0415
+
+        n, h, w = (int(x) for x in self.embeddings.shape[:3])
+        c = objects.num_labels
+        scores = SpillStore(n, (c, h, w), np.float16, on_disk=n * c * h * w * 2 > SCORE_SPILL_BYTES)
+        try:
+            it = propagate_scores(frames_view(self.embeddings), frame, ref, c, cfg, xp=np)
+            for t, s in _progress(it, self.num_frames - 1, "propagate", progress):
+                scores[t] = s.astype(np.float16)
+            lut = objects.lut()
+            frames = iter(self.source) if needs_guide(upsample) else None
+            for t in range(self.num_frames):
+                guide = next(frames) if frames is not None else None
+                if t == frame:
+                    yield t, user_mask
+                    continue
+                labels = upsample_labels(scores.pop(t).astype(np.float32), self.frame_size, upsample, guide,
+                                         stride=self.config.stride)
+                yield t, lut[labels]
+        finally:
+            scores.close()
 
     def propagate(self, mask: Any, frame: int = 0, k: int = 5, online_adaptation: bool = True, *,
                   upsample: str = DEFAULT_METHOD, recent_frames: int | None = None, window: int | None = None,
@@ -194,16 +333,17 @@ class EmbeddedVideo:
 
 def _config(k: int, online_adaptation: bool, recent_frames: int | None, window: int | None,
             weighting: str | None) -> PropagationConfig:
+    """The default :class:`PropagationConfig` with the caller's overrides (None keeps a default)."""
+    import dataclasses  # noqa: PLC0415
+
     base = PropagationConfig()
-    cfg = PropagationConfig(
+    cfg = dataclasses.replace(
+        base,
         k=int(k),
         online_adaptation=bool(online_adaptation),
-        adaptation_cap=base.adaptation_cap,
-        background_stride=base.background_stride,
         recent_frames=base.recent_frames if recent_frames is None else int(recent_frames),
         window=base.window if window is None else int(window),
         weighting=weighting or base.weighting,
-        temperature=base.temperature,
     )
     try:
         cfg.validate()

@@ -33,6 +33,7 @@ bookkeeping (a few hundred rows) stays on the host.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from .annotations import ObjectMap, cell_labels
 from .errors import InputError, StateError
+from .io import read_mask
 from .knn import NEG, Candidates, global_topk, topk, vote
 from .scribbles import polyline_pixels
 from .upsample import DEFAULT_METHOD, check_method, needs_guide, upsample_labels
@@ -54,7 +56,8 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 class Update:
     """What one session call changed: the same shape for every verb.
 
-    ``frames``: frames whose labels changed (redraw these); ``cells``: how many stride-8
+    ``frames``: frames whose full-resolution masks may have changed (redraw these; where
+    k = 1, exactly the frames with a cell that changed label); ``cells``: how many stride-8
     cells of the video changed label.
     """
 
@@ -251,7 +254,8 @@ class Session:
     """
 
     def __init__(self, video: Any, k: int = 1, *, background_stride: int = 2, upsample: str = DEFAULT_METHOD,
-                 weighting: str = "majority", temperature: float = 0.1, xp: Any = None):
+                 weighting: str = "majority", temperature: float = 0.1, position_weight: float = 0.0,
+                 time_scale: float = 1.0, xp: Any = None):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(background_stride, bool) or not isinstance(background_stride, (int, np.integer)) \
@@ -260,6 +264,9 @@ class Session:
         if weighting not in ("majority", "softmax"):
             raise InputError(f"weighting must be 'majority' or 'softmax', got {weighting!r}")
         check_method(upsample)
+        if not np.isfinite(position_weight) or position_weight < 0 or not np.isfinite(time_scale) or time_scale < 0:
+            raise InputError(f"position_weight and time_scale must be finite and >= 0, got {position_weight!r}, "
+                             f"{time_scale!r}")
         self.video = video  # embeddings and frames; never re-run through the network
         self.k = int(k)  # neighbours per vote
         self.background_stride = int(background_stride)  # mask background cells kept per axis
@@ -273,7 +280,9 @@ class Session:
         self.frame_size = tuple(int(s) for s in video.frame_size)  # (H, W) pixels
         t, h, w = self.shape
         # float32 (T*h*w, d) once: every click reads all of it, so no per-click conversion.
-        self.emb = self.xp.ascontiguousarray(to_device(emb, self.xp).reshape(t * h * w, -1), dtype=self.xp.float32)
+        self.position_weight = float(position_weight)  # similarity lost per unit of distance^2 / 2
+        self.time_scale = float(time_scale)  # position units per 100 frames along time
+        self.emb = self._query_matrix(emb)  # float32 (T*h*w, d[+5]) read by every click
         self.objects = ObjectMap()  # user ids <-> columns; column 0 is the background
         self.history: list[Annotation | _Removal] = []  # undo pops the last entry
         # References: cells of the video with a user label. Host arrays, appended to, never
@@ -340,10 +349,13 @@ class Session:
         """A full mask of ``frame``: (H, W) object ids (array or PNG path), as in ``propagate``.
 
         Each cell takes its majority id; object cells all become references, background cells
-        on a ``background_stride`` grid. Replaces the frame's earlier references.
+        on a ``background_stride`` grid. Replaces the frame's earlier references. An
+        all-background mask is allowed (it says the frame holds no object).
         """
         frame = self.video.check_frame(frame)
-        m = self.video.load_mask(mask, frame)
+        # An all-background mask is a real annotation here ("no object on this frame").
+        m = read_mask(mask, expected_size=self.frame_size, allow_empty=True,
+                      name=str(mask) if isinstance(mask, (str, os.PathLike)) else f"mask for frame {frame}")
         local = ObjectMap()
         cols = cell_labels(local.columns_of(m), local.num_labels, self.stride)
         ids = local.lut()[cols]  # (h, w) majority id of each cell
@@ -542,10 +554,42 @@ class Session:
         self._best = self._best[keep]
         self._src = self._src[keep]
 
+    def _query_matrix(self, emb: Any) -> Any:
+        """float32 (T*h*w, d) rows to search with; with ``position_weight`` a > 0, five more
+        columns [a*x, a*y, a*z, 1, -a^2 |p|^2 / 2] so that a query row times a reference row
+        with its last two entries swapped is e.e' - a^2 |p - p'|^2 / 2: the similarity less a
+        penalty on the spatio-temporal distance. p = (x, y) cell centre in units of the
+        frame's longer side and z = time_scale * t / 100.
+        """
+        xp = self.xp
+        t, h, w = self.shape
+        e = to_device(emb, xp).reshape(t * h * w, -1)
+        if self.position_weight == 0:
+            return xp.ascontiguousarray(e, dtype=xp.float32)
+        a = self.position_weight
+        side = float(max(self.frame_size))
+        out = xp.empty((t * h * w, e.shape[1] + 5), dtype=xp.float32)
+        out[:, : e.shape[1]] = e
+        tt, yy, xx = (g.reshape(-1) for g in xp.meshgrid(xp.arange(t), xp.arange(h), xp.arange(w), indexing="ij"))
+        p = xp.stack([(xx + 0.5) * self.stride / side, (yy + 0.5) * self.stride / side,
+                      tt * (self.time_scale / 100.0)], axis=1).astype(xp.float32)
+        d = e.shape[1]
+        out[:, d:d + 3] = a * p
+        out[:, d + 3] = 1.0
+        out[:, d + 4] = -0.5 * a * a * (p * p).sum(axis=1)
+        return out
+
+    def _ref_vectors(self, cells: np.ndarray) -> Any:
+        """float32 (M, D) reference rows of cells: their query rows, last two entries swapped."""
+        refs = self.emb[to_device(cells, self.xp)]
+        if self.position_weight:
+            refs[:, [-2, -1]] = refs[:, [-1, -2]]
+        return refs
+
     def _nearest(self, queries: Any, ref_ids: np.ndarray) -> tuple[Any, Any]:
         """Best min(k, M) similarities (n, k) and reference ids (n, k) of ``queries`` among ``ref_ids``."""
         xp = self.xp
-        refs = self.emb[to_device(self.ref_cell[ref_ids], xp)]
+        refs = self._ref_vectors(self.ref_cell[ref_ids])
         ids = to_device(ref_ids.astype(np.int32), xp)
         if len(ref_ids) == 1 and self.k == 1:  # one click: a matrix-vector product
             return (queries @ refs[0])[:, None], xp.broadcast_to(ids, (queries.shape[0], 1))
@@ -651,15 +695,11 @@ class Session:
             diff = new != self._labels[rows]
             changed = rows[diff]
             self._labels[changed] = new[diff]
-        touched = changed if self.k == 1 else (xp.arange(t * h * w) if rows is None else rows)
-        frames = tuple(int(f) for f in to_host(xp.unique(touched // (h * w))))
-        if self.k == 1:
-            for f in frames:
-                self._masks.pop(f, None)
-        else:
-            for f in frames:  # vote shares moved even where the winner did not
-                self._masks.pop(f, None)
-            frames = tuple(int(f) for f in to_host(xp.unique(changed // (h * w))))
+        # Where k > 1 the upsampled vote shares move even where the winner does not.
+        touched = changed if self.k == 1 else (None if rows is None else rows)
+        frames = tuple(range(t)) if touched is None else tuple(int(f) for f in to_host(xp.unique(touched // (h * w))))
+        for f in frames:
+            self._masks.pop(f, None)
         return Update(frames, int(changed.shape[0]))
 
     # -- full resolution -----------------------------------------------------------------

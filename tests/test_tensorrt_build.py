@@ -46,7 +46,8 @@ def test_default_engine_path_uses_env(monkeypatch, tmp_path):
     assert tb.sidecar_path(p).name == p.name + ".json"
 
 
-@pytest.mark.parametrize("text, hw", [("480x854", (480, 854)), (" 240 X 320 ", (240, 320)), ("1088×1920", (1088, 1920))])
+@pytest.mark.parametrize("text, hw", [("480x854", (480, 854)), (" 240 X 320 ", (240, 320)),
+                                      ("1088×1920", (1088, 1920))])
 def test_parse_hw(text, hw):
     assert tb.parse_hw(text) == hw
 
@@ -153,8 +154,34 @@ def fake_tensorrt(rec: _Recorder, version: str = "10.7.0", fp16: bool = True, bu
         def __init__(self, name):
             self.name = name
 
+    class _Layer:
+        def __init__(self, kind, shape, dtype="float32"):
+            self.type, self.num_outputs, self.precision = kind, 1, None
+            self._out = types.SimpleNamespace(shape=shape, dtype=dtype)
+
+        def get_output(self, i):
+            return self._out
+
+        def set_output_type(self, i, dtype):
+            self.output_type = dtype
+
     class Network:
         num_inputs, num_outputs = 2, 1
+
+        def __init__(self):
+            # conv, the L2 norm of one tap (x*x, reduce, +eps, sqrt, divide), an int shape op
+            self.layers = [_Layer("CONVOLUTION", (-1, 32, -1, -1)), _Layer("ELEMENTWISE", (-1, 32, -1, -1)),
+                           _Layer("REDUCE", (-1, 1, -1, -1)), _Layer("ELEMENTWISE", (-1, 1, -1, -1)),
+                           _Layer("UNARY", (-1, 1, -1, -1)), _Layer("ELEMENTWISE", (-1, 32, -1, -1)),
+                           _Layer("UNARY", (1,), "int64")]
+            rec.layers = self.layers
+
+        @property
+        def num_layers(self):
+            return len(self.layers)
+
+        def get_layer(self, i):
+            return self.layers[i]
 
         def get_input(self, i):
             return _Tensor(["image", "time"][i])
@@ -226,7 +253,11 @@ def fake_tensorrt(rec: _Recorder, version: str = "10.7.0", fp16: bool = True, bu
             rec.calls.append(("parse", path))
             return True
 
-    flags = types.SimpleNamespace(FP16="FP16") if fp16 else types.SimpleNamespace()
+    flags = types.SimpleNamespace(PREFER_PRECISION_CONSTRAINTS="PREFER")
+    if fp16:
+        flags.FP16 = "FP16"
+    trt.float32 = "float32"
+    trt.LayerType = types.SimpleNamespace(REDUCE="REDUCE", UNARY="UNARY", ELEMENTWISE="ELEMENTWISE")
     trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
     trt.BuilderFlag, trt.MemoryPoolType = flags, types.SimpleNamespace(WORKSPACE="WORKSPACE")
     return trt
@@ -252,7 +283,9 @@ def test_build_engine_sequence(fake_gpu, tmp_path):
     meta = tb.build_engine(onnx, plan, CFG, prof, timing_cache=cache, workspace_gb=2, log=lambda s: None)
     calls = fake_gpu.calls
     assert ("create_network", 0) in calls  # explicit batch is TensorRT 10's only mode
-    assert ("flag", "FP16") in calls
+    assert ("flag", "FP16") in calls and ("flag", "PREFER") in calls
+    # the per-cell norm layers (reduce, + eps, sqrt) are pinned to FP32; convs, x*x, divide, int ops are not
+    assert [layer.precision for layer in fake_gpu.layers] == [None, None, "float32", "float32", "float32", None, None]
     assert ("workspace", "WORKSPACE", 2 << 30) in calls
     assert ("set_shape", "image", (1, 3, 240, 320), (1, 3, 480, 854), (2, 3, 720, 1280)) in calls
     assert ("set_shape", "time", (1,), (1,), (2,)) in calls
@@ -387,27 +420,20 @@ def test_auto_logs_choice(monkeypatch, caplog):
     assert b.name == "onnxruntime" and "backend auto -> onnxruntime" in caplog.text
 
 
-# The three below state what auto should do; they fail on the current pml_rt/backends/__init__.py
-# and pass with the change proposed in docs/GPU.md ("Changes needed elsewhere"). strict=True:
-# once the change lands they XPASS, which fails, so the markers get removed.
-PENDING = pytest.mark.xfail(strict=True, reason="needs the create_backend/_pick_auto change in docs/GPU.md")
+# What auto does beyond picking: torch device, engine discovery and option filtering.
 
-
-@PENDING
 def test_auto_torch_on_cuda_gets_the_cuda_device(monkeypatch):
     _status(monkeypatch, ort=True, torch="CPU + CUDA", cuda=True)
     b = backends.create_backend("auto", CFG)
     assert b.name == "torch" and b.device == "cuda"
 
 
-@PENDING
 def test_auto_finds_a_default_named_engine(monkeypatch, tmp_path):
     _status(monkeypatch, ort=True, trt=True, torch="CPU + CUDA", cuda=True)
     monkeypatch.setattr(tb, "find_engine", lambda cfg, directory=None: tmp_path / "e.plan")
     assert backends._pick_auto(CFG, {})[0] == "tensorrt"
 
 
-@PENDING
 def test_auto_drops_options_the_chosen_backend_does_not_take(monkeypatch):
     _status(monkeypatch, ort=True, torch=None)
     b = backends.create_backend("auto", CFG, engine_path="e.plan")

@@ -56,11 +56,23 @@ def backend_status() -> list[tuple[str, bool, str]]:
 
 
 def create_backend(name: str, cfg: ModelConfig, **kwargs: Any) -> Backend:
-    """Create the backend ``name`` ("auto", "onnxruntime", "tensorrt" or "torch") for model ``cfg``."""
+    """Create the backend ``name`` ("auto", "onnxruntime", "tensorrt" or "torch") for model ``cfg``.
+
+    With "auto", options the chosen backend does not take (``engine_path`` when TensorRT is
+    absent, say) are left out and logged; torch on a GPU gets ``device="cuda"``, TensorRT the
+    engine found in the default folder.
+    """
     if name == "auto":
         name, why = _pick_auto(cfg, kwargs)
-        log.info("backend auto -> %s (%s)", name, why)
+        kwargs, dropped = _fit_options(name, _auto_options(name, cfg, kwargs))
+        log.info("backend auto -> %s (%s)%s", name, why,
+                 f"; options it does not take left out: {', '.join(dropped)}" if dropped else "")
     if name == "onnxruntime":
+        if kwargs.get("device") == "cuda" or any("CUDA" in str(p) or "Tensorrt" in str(p)
+                                                 for p in kwargs.get("providers") or []):
+            from .onnxruntime_gpu import OnnxRuntimeIOBindingBackend  # noqa: PLC0415
+
+            return OnnxRuntimeIOBindingBackend(cfg, **kwargs)
         from .onnxruntime_backend import OnnxRuntimeBackend  # noqa: PLC0415
 
         return OnnxRuntimeBackend(cfg, **kwargs)
@@ -77,16 +89,52 @@ def create_backend(name: str, cfg: ModelConfig, **kwargs: Any) -> Backend:
     raise InputError(f"unknown backend {name!r}; valid: auto, {', '.join(BACKENDS)}")
 
 
+def _torch_cuda(status: dict) -> bool:
+    ok_t, why_t = status["torch"]
+    return bool(ok_t and "CUDA" in why_t and _cuda_ok()[0])
+
+
 def _pick_auto(cfg: ModelConfig, kwargs: dict) -> tuple[str, str]:
     """Fastest present: TensorRT engine on a GPU > torch on CUDA > ONNX Runtime (CPU)."""
     status = {n: (ok, why) for n, ok, why in backend_status()}
-    if status["tensorrt"][0] and kwargs.get("engine_path"):
-        return "tensorrt", "TensorRT and a CUDA device are present and an engine was given"
-    ok_t, why_t = status["torch"]
-    if ok_t and "CUDA" in why_t and _cuda_ok()[0]:
+    if status["tensorrt"][0]:
+        if kwargs.get("engine_path"):
+            return "tensorrt", "TensorRT and a CUDA device are present and an engine was given"
+        from .tensorrt_build import default_engine_dir, find_engine  # noqa: PLC0415
+
+        if find_engine(cfg) is not None:
+            return "tensorrt", f"TensorRT and a CUDA device are present and an engine was found in {default_engine_dir()}"
+    if _torch_cuda(status):
         return "torch", "a CUDA device is present but no TensorRT engine; torch on CUDA beats the CPU"
     if status["onnxruntime"][0]:
         return "onnxruntime", "no GPU path present; ONNX Runtime runs the packaged model on the CPU"
-    if ok_t:
+    if status["torch"][0]:
         return "torch", "onnxruntime is absent; falling back to torch on the CPU"
     raise BackendError("no backend is usable: install onnxruntime (pip install onnxruntime)")
+
+
+def _auto_options(name: str, cfg: ModelConfig, kwargs: dict) -> dict:
+    """The options "auto" adds for the backend it picked (the caller's win)."""
+    out = dict(kwargs)
+    if name == "torch" and "device" not in out and _torch_cuda({n: (ok, why) for n, ok, why in backend_status()}):
+        out["device"] = "cuda"
+    if name == "tensorrt" and not out.get("engine_path"):
+        from .tensorrt_build import find_engine  # noqa: PLC0415
+
+        out["engine_path"] = find_engine(cfg)
+    return out
+
+
+def _fit_options(name: str, kwargs: dict) -> tuple[dict, list[str]]:
+    """Keep the options backend ``name``'s constructor takes; return them and the names left out."""
+    import inspect  # noqa: PLC0415
+
+    if name == "onnxruntime":
+        from .onnxruntime_gpu import OnnxRuntimeIOBindingBackend as cls  # noqa: PLC0415 - takes the most options
+    elif name == "torch":
+        from .torch_backend import TorchBackend as cls  # noqa: PLC0415
+    else:
+        from .tensorrt_backend import TensorRTBackend as cls  # noqa: PLC0415
+    params = inspect.signature(cls.__init__).parameters
+    keep = {k: v for k, v in kwargs.items() if k in params}
+    return keep, sorted(set(kwargs) - set(keep))

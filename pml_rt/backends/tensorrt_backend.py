@@ -32,17 +32,17 @@ class TensorRTBackend(Backend):
     engine_path: the plan; None looks for the default-named plan for this model, TensorRT and
     GPU in :func:`pml_rt.backends.tensorrt_build.default_engine_dir`. model_path: an ONNX file
     the plan must have been built from (its sha256 is compared with the sidecar's); a plan found
-    by itself must match the packaged model. device: CUDA device index.
+    by itself must match the packaged model. device: CUDA device index, or "cuda" / "cuda:N".
     """
 
     name = "tensorrt"
 
     def __init__(self, cfg: ModelConfig, engine_path: str | os.PathLike | None = None,
-                 model_path: str | os.PathLike | None = None, device: int = 0):
+                 model_path: str | os.PathLike | None = None, device: int | str = 0):
         super().__init__(cfg)
         self.engine_path = Path(engine_path) if engine_path else None
         self.model_path = Path(model_path) if model_path else None
-        self.device = int(device)
+        self.device = _device_index(device)
         self.meta: tb.EngineMeta | None = None
         self._trt: Any = None
         self._cp: Any = None
@@ -133,24 +133,27 @@ class TensorRTBackend(Backend):
         cp = self._cp
         frames, times = _check_batch(frames, times, cp)
         n, h, w, _ = frames.shape
-        if not self._profile.accepts(n, h, w):  # type: ignore[union-attr]
+        profile = self._profile
+        assert profile is not None  # set by activate()
+        if not profile.accepts(n, h, w):
             raise InputError(
                 f"frames of {n}x{h}x{w} (N x H x W) lie outside the TensorRT engine's profile "
-                f"({self._profile.describe()}); rebuild it with --min-shape/--max-shape covering {h}x{w}: "  # type: ignore[union-attr]
+                f"({profile.describe()}); rebuild it with --min-shape/--max-shape covering {h}x{w}: "
                 f"{tb.build_command(self.engine_path)}"
             )
-        with cp.cuda.Device(self.device), self._stream:
-            if self._image is None or self._image.shape != (n, 3, h, w):
-                self._image = cp.empty((n, 3, h, w), dtype=cp.float32)
-                self._time = cp.empty((n,), dtype=cp.float32)
-            src = cp.asarray(frames)  # uint8 upload on self._stream (no copy if already on the device)
-            cp.copyto(self._image, src.transpose(0, 3, 1, 2))  # layout and uint8 -> float32 on the device
-            self._time.set(times)  # host (N,) float32 -> device, on self._stream
-            out = self._run()
-            done = self._stream.record()
-        cp.cuda.get_current_stream().wait_event(done)  # the caller's stream sees a finished output
-        out = out.transpose(0, 2, 3, 1)  # (N, h, w, d): one row per cell for the kNN
-        check_embedding(out, self.cfg, (h, w), f"backend {self.name}")
+        with cp.cuda.Device(self.device):
+            with self._stream:
+                if self._image is None or self._image.shape != (n, 3, h, w):
+                    self._image = cp.empty((n, 3, h, w), dtype=cp.float32)
+                    self._time = cp.empty((n,), dtype=cp.float32)
+                src = cp.asarray(frames)  # uint8 upload on self._stream (no copy if already on the device)
+                cp.copyto(self._image, src.transpose(0, 3, 1, 2))  # layout and uint8 -> float32 on the device
+                self._time.set(times)  # host (N,) float32 -> device, on self._stream
+                out = self._run()
+                done = self._stream.record()
+            cp.cuda.get_current_stream().wait_event(done)  # the caller's stream sees a finished output
+            out = out.transpose(0, 2, 3, 1)  # (N, h, w, d): one row per cell for the kNN
+            check_embedding(out, self.cfg, (h, w), f"backend {self.name}")
         return out
 
     def _run(self) -> Any:
@@ -200,3 +203,15 @@ def _check_batch(frames: Any, times: Any, cp: Any) -> tuple[Any, np.ndarray]:
     if times.shape[0] != frames.shape[0]:
         raise InputError(f"got {frames.shape[0]} frames but {times.shape[0]} times")
     return frames, times
+
+
+def _device_index(device: int | str) -> int:
+    """0, 1, ... or "cuda" / "cuda:1" (the spelling torch takes) -> the CUDA device index."""
+    if isinstance(device, int) and device >= 0:
+        return device
+    text = str(device)
+    if text == "cuda":
+        return 0
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return int(text[5:])
+    raise InputError(f"device must be a CUDA device index or 'cuda'/'cuda:N' for the tensorrt backend, got {device!r}")

@@ -157,7 +157,8 @@ def default_engine_dir() -> Path:
     return Path(cache) / "pml-rt" / "engines"
 
 
-def default_engine_path(cfg: ModelConfig, trt_version: str, gpu: str, directory: str | os.PathLike | None = None) -> Path:
+def default_engine_path(cfg: ModelConfig, trt_version: str, gpu: str,
+                        directory: str | os.PathLike | None = None) -> Path:
     return Path(directory or default_engine_dir()) / engine_file_name(cfg.name, trt_version, gpu)
 
 
@@ -336,6 +337,29 @@ def find_engine(cfg: ModelConfig, directory: str | os.PathLike | None = None) ->
 
 # -- building ----------------------------------------------------------------------------------
 
+def keep_norms_in_fp32(trt: Any, network: Any) -> int:
+    """Pin the per-cell L2-norm layers (sum of squares, + eps, sqrt) to FP32; return how many.
+
+    A sum of squares over ~100 channels of unnormalised backbone features can pass FP16's
+    largest value (65504) although each feature fits easily; those layers output one channel
+    per cell (N, 1, h, w), so pinning them costs next to nothing. Reductions, unary and
+    element-wise layers with a float (N, 1, h, w) output are pinned.
+    """
+    kinds = {trt.LayerType.REDUCE, trt.LayerType.UNARY, trt.LayerType.ELEMENTWISE}
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type not in kinds or layer.num_outputs != 1:
+            continue
+        out = layer.get_output(0)
+        shape = tuple(out.shape)
+        if out.dtype == trt.float32 and len(shape) == 4 and shape[1] == 1:
+            layer.precision = trt.float32
+            layer.set_output_type(0, trt.float32)
+            pinned += 1
+    return pinned
+
+
 def _atomic_bytes(path: Path, data: Any) -> None:
     from ..io import atomic_write_path  # noqa: PLC0415
 
@@ -355,7 +379,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, c
     trt = require("tensorrt", "building a TensorRT engine")
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
-        raise InputError(f"ONNX model {onnx_path} not found; export it with: python export/build_engine.py --onnx {onnx_path}")
+        raise InputError(f"ONNX model {onnx_path} not found; export it with: "
+                         f"python export/build_engine.py --onnx {onnx_path}")
     if not hasattr(trt.BuilderFlag, "FP16"):
         raise BackendError(_no_fp16_message(trt.__version__))
     profile.validate()
@@ -377,6 +402,9 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, c
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     config.set_flag(trt.BuilderFlag.FP16)  # FP16 kernels where faster; I/O tensors stay FP32
+    pinned = keep_norms_in_fp32(trt, network)
+    if pinned:
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(IMAGE, *profile.image_shapes())
     opt_profile.set_shape(TIME, *profile.time_shapes())
@@ -385,7 +413,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, c
     cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, False)  # False: refuse a cache from another TensorRT/GPU
-    log(f"building FP16 TensorRT {trt.__version__} engine on {gpu} ({profile.describe()})"
+    log(f"building FP16 TensorRT {trt.__version__} engine on {gpu} ({profile.describe()}; "
+        f"{pinned} normalisation layers kept in FP32)"
         + (f", timing cache {cache_path} ({len(cache_bytes)} bytes)" if cache_path else ""))
 
     t0 = time.perf_counter()
@@ -512,7 +541,8 @@ def build_engine_cli(args: Any, onnx_path: str | os.PathLike, cfg: ModelConfig) 
         frames = load_check_frames(folder)
         source = f"{len(frames)} real frames from {folder}"
     else:
-        frames, source = synthetic_frames(profile.opt_hw), "2 synthetic frames (no --check-frames and no DAVIS data found)"
+        frames = synthetic_frames(profile.opt_hw)
+        source = "2 synthetic frames (no --check-frames and no DAVIS data found)"
     n, (h, w) = 1, frames[0].shape[:2]
     if not profile.accepts(n, h, w):
         print(f"error: check frames are {h}x{w}, outside the engine's profile ({profile.describe()}); "

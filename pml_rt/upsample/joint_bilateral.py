@@ -1,7 +1,7 @@
 """Joint bilateral upsampling (Kopf et al., 2007) of stride-8 label scores.
 
 Each full-resolution pixel p takes a weighted mean of the scores of the stride-8 cells q
-around it (the (2r + 1)^2 cells centred on its own):
+whose centres are nearest to it (2r x 2r of them; r = 1 gives bilinear's 2x2):
 
     x_p = sum_q w_pq s_q / sum_q w_pq,
     w_pq = c_q exp(-|p - q|^2 / 2 ss^2 - min(|g_p - g_q|^2 / 2, cap))
@@ -10,12 +10,12 @@ with c_q the cell's confidence, |p - q| the distance to the cell centre in pixel
 frame's (luma / sl, u / sc, v / sc) and g_q the mean of g over the cell. Cells whose mean
 colour matches the pixel dominate, so boundaries follow the frame's edges. The colour term
 is capped so a pixel unlike every cell near it falls back to a spatial (bilinear-like) mean
-instead of dividing by zero. Cheaper than the bilateral solver: a fixed number of taps,
-no grid, no iterations; but it only looks one cell away.
+instead of dividing by zero. Cheaper than the bilateral solver: a fixed number of taps, no
+grid, no iterations; but it only looks at the cells next to the pixel.
 
-Only cells within r cells of a label change are filtered, each as a row of its 64 pixels,
-so every tap is one gather per cell broadcast over its pixels. Written once against an
-array module.
+Only cells within r - 1 cells of a label change are filtered (exactly: elsewhere all taps
+share the cell's label), and each tap is read per cell quadrant and broadcast over its
+pixels. Written once against an array module.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from ..errors import InputError
 from ..xp import get_xp
 from .bilateral_solver import STRIDE, band_cells, cell_pixels, check_inputs, nearest_cells
 
-COLOUR_CAP = 20.0
+COLOUR_CAP = 20.0  # cap on the colour exponent: weight >= e^-20 times the spatial weight
 # Defaults chosen on the DAVIS-2016 train split (benchmarks/upsample.py; docs/UPSAMPLING.md).
 DEFAULT_SIGMA_SPATIAL = 4.0
 DEFAULT_SIGMA_LUMA = 16.0
-DEFAULT_SIGMA_CHROMA = 8.0  # cap on the colour exponent: weight >= e^-20 times the spatial weight
+DEFAULT_SIGMA_CHROMA = 8.0
 
 
 def guide_features(rgb: Any, sigma_luma: float, sigma_chroma: float | None) -> list[Any]:
@@ -60,7 +60,8 @@ def cell_means(guide: Any, cells: Any, w: int) -> Any:
 
 
 def joint_bilateral_upsample(scores: Any, guide: Any, confidence: Any = None, *,
-                             sigma_spatial: float = DEFAULT_SIGMA_SPATIAL, sigma_luma: float = DEFAULT_SIGMA_LUMA,
+                             sigma_spatial: float = DEFAULT_SIGMA_SPATIAL,
+                             sigma_luma: float = DEFAULT_SIGMA_LUMA,
                              sigma_chroma: float | None = DEFAULT_SIGMA_CHROMA, radius: int = 1) -> Any:
     """Upsample stride-8 scores to full resolution with the joint bilateral filter.
 

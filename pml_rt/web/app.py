@@ -16,6 +16,7 @@ rebinds its DNS name to 127.0.0.1 cannot read the video through the user's brows
     GET  /                       the page           GET  /static/{name}   its script and style
     GET  /api/state              status, objects    GET  /api/frame/{i}   frame i as JPEG
     GET  /api/mask/{i}           mask i as PNG      POST /api/mask/{i}    set mask i (PNG body)
+    GET  /api/thumbs?n=10        cell-resolution masks of n frames spread over the video
     POST /api/click              {frame, points, labels} -> the frame's mask as PNG
     POST /api/scribble           {frame, path, label}    -> the frame's mask as PNG
     POST /api/objects            {name?}            PATCH/DELETE /api/objects/{id}
@@ -31,19 +32,15 @@ import secrets
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from ..errors import InputError, StateError
+from ..errors import InputError, MissingDependencyError, StateError
 from .state import DOWNLOADS, Annotator, MaskResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("pml_rt.web")
 
@@ -67,6 +64,27 @@ _SECURITY_HEADERS = {
 }
 
 
+def require_web() -> None:
+    """Raise MissingDependencyError naming the extra when Starlette or uvicorn is absent."""
+    for name in ("starlette", "uvicorn"):
+        try:
+            __import__(name)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"the annotator needs {name}, which cannot be imported ({exc}). Install it with: "
+                "pip install 'pml-rt[web]'  (Starlette and uvicorn)"
+            ) from exc
+
+
+class Reject(Exception):
+    """A request refused with ``status`` (4xx) and ``message``, answered as ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 def static_dir() -> Path:
     """The folder holding index.html, app.js and style.css (inside the installed package)."""
     return Path(str(resources.files("pml_rt.web") / "static"))
@@ -80,10 +98,15 @@ class _Guard:
         self.allowed_hosts = allowed_hosts  # None: any (the user chose a public address)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.datastructures import Headers, MutableHeaders  # noqa: PLC0415
+        from starlette.responses import JSONResponse  # noqa: PLC0415
+
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
         if scope["type"] != "http":  # no websockets here
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
             return
         headers = Headers(scope=scope)
         host = headers.get("host", "")
@@ -110,17 +133,25 @@ class _Guard:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    from starlette.responses import JSONResponse  # noqa: PLC0415
+
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+async def _reject(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Reject)
+    return _error(exc.status, exc.message)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    message = exc.detail
-    if exc.status_code == 404 and message == "Not Found":
+    """Starlette's own 404 and 405 (unknown route, wrong method), as JSON with a message."""
+    status = getattr(exc, "status_code", 500)
+    message = getattr(exc, "detail", "")
+    if status == 404 and message == "Not Found":
         message = f"no such route: {request.method} {request.url.path}"
-    elif exc.status_code == 405 and message == "Method Not Allowed":
+    elif status == 405 and message == "Method Not Allowed":
         message = f"{request.method} is not allowed on {request.url.path}"
-    return _error(exc.status_code, str(message), dict(exc.headers or {}))
+    return _error(status, str(message), dict(getattr(exc, "headers", None) or {}))
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:
@@ -144,18 +175,18 @@ async def _read_body(request: Request, limit: int, content_type: str) -> bytes:
     """The request body, at most ``limit`` bytes, of media type ``content_type``."""
     got = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if got != content_type:
-        raise HTTPException(415, f"expected Content-Type: {content_type}; got {got or 'none'}")
+        raise Reject(415, f"expected Content-Type: {content_type}; got {got or 'none'}")
     declared = request.headers.get("content-length")
     if declared is not None:
         if not re.fullmatch(r"[0-9]{1,18}", declared.strip()):
-            raise HTTPException(400, f"Content-Length {declared!r} is not a number")
+            raise Reject(400, f"Content-Length {declared!r} is not a number")
         if int(declared) > limit:
-            raise HTTPException(413, f"body of {int(declared)} bytes is too large; the limit is {limit}")
+            raise Reject(413, f"body of {int(declared)} bytes is too large; the limit is {limit}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HTTPException(413, f"body is too large; the limit is {limit} bytes")
+            raise Reject(413, f"body is too large; the limit is {limit} bytes")
     return bytes(body)
 
 
@@ -168,9 +199,9 @@ async def _json_object(request: Request) -> dict:
     try:
         data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise HTTPException(400, f"body is not valid JSON ({str(exc)[:200]})") from None
+        raise Reject(400, f"body is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(data, dict):
-        raise HTTPException(400, f"body must be a JSON object; got {type(data).__name__}")
+        raise Reject(400, f"body must be a JSON object; got {type(data).__name__}")
     return data
 
 
@@ -180,7 +211,7 @@ _MISSING = object()
 def _field(data: dict, key: str, default: Any = _MISSING) -> Any:
     if key not in data:
         if default is _MISSING:
-            raise HTTPException(400, f"missing field {key!r}")
+            raise Reject(400, f"missing field {key!r}")
         return default
     return data[key]
 
@@ -188,11 +219,28 @@ def _field(data: dict, key: str, default: Any = _MISSING) -> Any:
 def _path_int(request: Request, key: str) -> int:
     text = request.path_params[key]
     if not _INT.match(text):
-        raise HTTPException(400, f"{key} {text!r} is not a non-negative integer")
+        raise Reject(400, f"{key} {text!r} is not a non-negative integer")
     return int(text)
 
 
+async def _annotate(func: Any, *args: Any) -> MaskResult:
+    """Run an annotation verb in the thread pool; note how long the hop to it took."""
+    from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
+
+    queued = time.perf_counter()
+
+    def call() -> MaskResult:
+        hop = time.perf_counter() - queued
+        res = func(*args)
+        res.timings = {"hop": hop, **res.timings}
+        return res
+
+    return await run_in_threadpool(call)
+
+
 def _mask_response(res: MaskResult, started: float) -> Response:
+    from starlette.responses import Response  # noqa: PLC0415
+
     timings = dict(res.timings)
     timings["total"] = time.perf_counter() - started
     headers = {
@@ -208,8 +256,15 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
     """The ASGI app serving ``annotator``.
 
     allowed_hosts: host names accepted in the ``Host`` header (default: loopback names
-    only); None accepts any, for a server the user chose to expose.
+    only); None accepts any, for a server the user chose to expose. Needs Starlette.
     """
+    require_web()
+    from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
+    from starlette.exceptions import HTTPException  # noqa: PLC0415
+    from starlette.responses import FileResponse, JSONResponse, Response  # noqa: PLC0415
+    from starlette.routing import Route  # noqa: PLC0415
+
     run = secrets.token_hex(6)  # frame URLs carry it, so a browser never shows a stale cached frame
     folder = static_dir().resolve()
     static: dict[str, tuple[bytes, str]] = {}
@@ -220,7 +275,7 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
 
     def static_response(name: str) -> Response:
         if name not in static:
-            raise HTTPException(404, f"no static file {name!r}")
+            raise Reject(404, f"no static file {name!r}")
         data, media = static[name]
         return Response(data, media_type=media, headers={"Cache-Control": "no-cache"})
 
@@ -246,24 +301,33 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
         i = _path_int(request, "index")
         return _mask_response(await run_in_threadpool(annotator.mask_png, i), started)
 
+    async def thumbs(request: Request) -> Response:
+        text = request.query_params.get("n", "10")
+        if not _INT.match(text):
+            raise Reject(400, f"n {text!r} is not a non-negative integer")
+        frames, stride, version, png = await run_in_threadpool(annotator.thumbnails, int(text))
+        headers = {"Cache-Control": "no-store", "X-Frames": ",".join(map(str, frames)),
+                   "X-Cell-Size": str(stride), "X-Mask-Version": str(version)}
+        return Response(png, media_type="image/png", headers=headers)
+
     async def put_mask(request: Request) -> Response:
         started = time.perf_counter()
         i = _path_int(request, "index")
         body = await _read_body(request, MAX_PNG_BYTES, "image/png")
         image = await run_in_threadpool(_open_png, body, annotator.frame_size)
-        return _mask_response(await run_in_threadpool(annotator.add_mask, i, image), started)
+        return _mask_response(await _annotate(annotator.add_mask, i, image), started)
 
     async def click(request: Request) -> Response:
         started = time.perf_counter()
         data = await _json_object(request)
         args = (_field(data, "frame"), _field(data, "points"), _field(data, "labels"))
-        return _mask_response(await run_in_threadpool(annotator.add_clicks, *args), started)
+        return _mask_response(await _annotate(annotator.add_clicks, *args), started)
 
     async def scribble(request: Request) -> Response:
         started = time.perf_counter()
         data = await _json_object(request)
         args = (_field(data, "frame"), _field(data, "path"), _field(data, "label"))
-        return _mask_response(await run_in_threadpool(annotator.add_scribble, *args), started)
+        return _mask_response(await _annotate(annotator.add_scribble, *args), started)
 
     async def new_object(request: Request) -> Response:
         data = await _json_object(request)
@@ -294,7 +358,7 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
     async def download(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in DOWNLOADS:
-            raise HTTPException(404, f"no download {name!r}; exports are {', '.join(DOWNLOADS)}")
+            raise Reject(404, f"no download {name!r}; exports are {', '.join(DOWNLOADS)}")
         path = await run_in_threadpool(annotator.download_path, name)
         return FileResponse(path, media_type=DOWNLOADS[name], filename=f"{annotator.name}-{name}",
                             headers={"Cache-Control": "no-store"})
@@ -311,6 +375,7 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
         Route("/api/frame/{index}", frame, methods=["GET"]),
         Route("/api/mask/{index}", get_mask, methods=["GET"]),
         Route("/api/mask/{index}", put_mask, methods=["POST"]),
+        Route("/api/thumbs", thumbs, methods=["GET"]),
         Route("/api/click", click, methods=["POST"]),
         Route("/api/scribble", scribble, methods=["POST"]),
         Route("/api/objects", new_object, methods=["POST"]),
@@ -320,6 +385,7 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
         Route("/api/download/{name}", download, methods=["GET"]),
     ]
     handlers = {
+        Reject: _reject,
         HTTPException: _http_error,
         InputError: _input_error,
         StateError: _state_error,

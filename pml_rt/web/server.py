@@ -18,23 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError
 from ..io import open_video
+from .app import LOOPBACK_HOSTS, create_app, require_web
+from .state import Annotator
 
 log = logging.getLogger("pml_rt.web")
-
-_INSTALL = "pip install 'pml-rt[web]'  (Starlette and uvicorn)"
-
-
-def require_web() -> None:
-    """Raise MissingDependencyError naming the extra when Starlette or uvicorn is absent."""
-    for name in ("starlette", "uvicorn"):
-        try:
-            __import__(name)
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"the annotator needs {name}, which cannot be imported ({exc}). Install it with: {_INSTALL}"
-            ) from exc
 
 
 def is_loopback(host: str) -> bool:
@@ -49,8 +38,6 @@ def is_loopback(host: str) -> bool:
 
 def allowed_hosts_for(host: str) -> frozenset[str] | None:
     """Host header names to accept when listening on ``host`` (None: any)."""
-    from .app import LOOPBACK_HOSTS  # noqa: PLC0415
-
     if is_loopback(host):
         return LOOPBACK_HOSTS
     if host in ("", "0.0.0.0", "::"):  # every interface: the user wants to be reached by any name
@@ -60,7 +47,7 @@ def allowed_hosts_for(host: str) -> frozenset[str] | None:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (port 0: any free port); InputError when it cannot be."""
+    """A listening TCP socket on ``host:port`` (port 0: any free port); InputError when it cannot be."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InputError(f"port must be an integer in 0..65535; got {port!r}")
     try:
@@ -72,6 +59,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
+        sock.listen(128)  # from now on connections wait in the backlog, even before uvicorn runs
     except OSError as exc:
         sock.close()
         raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
@@ -116,8 +104,6 @@ def start_in_thread(annotator: Any, host: str = "127.0.0.1", port: int = 0) -> R
     Starts the annotator's embedding too. Port 0 picks a free port (see ``.url``).
     """
     require_web()
-    from .app import create_app  # noqa: PLC0415
-
     annotator.start()
     sock = bind_socket(host, port)
     server = _uvicorn_server(create_app(annotator, allowed_hosts=allowed_hosts_for(host)))
@@ -139,10 +125,9 @@ def default_out_dir(video: str | Path) -> Path:
 def cli_main(args: argparse.Namespace) -> int:
     """Run ``pml-rt annotate`` (args: video, port, host, out; debug and quiet where present)."""
     require_web()
-    from .app import create_app  # noqa: PLC0415
-    from .state import Annotator  # noqa: PLC0415
 
     host = str(args.host)
+    print(f"pml-rt annotate: opening {args.video}", flush=True)
     source = open_video(args.video)  # a bad path or file fails here, before anything listens
     out = Path(args.out) if args.out else default_out_dir(args.video)
     annotator = Annotator(source, out)

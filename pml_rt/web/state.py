@@ -36,6 +36,8 @@ log = logging.getLogger("pml_rt.web")
 #: bound keeps one request's work small.
 MAX_CLICK_POINTS = 1000
 MAX_SCRIBBLE_POINTS = 20000
+#: Most frames in one filmstrip request.
+MAX_THUMBNAILS = 32
 #: Longest object name kept (characters).
 MAX_NAME_LENGTH = 64
 #: Frame JPEGs kept in memory (bytes); frames past it are encoded again when asked for.
@@ -85,6 +87,10 @@ def clean_name(name: Any) -> str:
     return text
 
 
+class _Cancelled(Exception):
+    """Raised inside the embedding pass when the annotator is closed."""
+
+
 class _ProgressSource(VideoSource):
     """Wraps a source so that the embedder's pass over it reports progress and keeps JPEGs.
 
@@ -98,6 +104,7 @@ class _ProgressSource(VideoSource):
         self.path = inner.path
         self._on_frame = on_frame
         self._read_lock = threading.Lock()
+        self.cancel = threading.Event()  # set by Annotator.close: the embedding pass stops at the next frame
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -108,6 +115,8 @@ class _ProgressSource(VideoSource):
 
     def _iter_frames(self) -> Iterator[np.ndarray]:
         for i, frame in enumerate(self.inner):
+            if self.cancel.is_set():
+                raise _Cancelled("the annotator was closed while embedding")
             self._on_frame(i, frame)
             yield frame
 
@@ -137,7 +146,8 @@ class _Snapshot:
     objects: list[WebObject]  # the object list before the step (names, ids)
     annotations: list[dict]  # markers shown on frames before the step
     annotated: frozenset[int]  # ids the session knew before the step
-    session_action: bool  # whether the step changed the session (then session.undo() runs)
+    has_background: bool  # whether the session held a background reference before the step
+    session_steps: int  # session calls the step made (undo calls session.undo() as often)
 
 
 @dataclass
@@ -176,11 +186,17 @@ class Annotator:
     :class:`~pml_rt.io.VideoSource`. out_dir: where exports go. segmenter: a
     :class:`~pml_rt.segmenter.Segmenter` to embed with (default: the packaged model, loaded
     in the background). session_factory: ``EmbeddedVideo -> session`` (default
-    ``video.session()``). Call :meth:`start` to embed in a background thread.
+    ``video.session()``). auto_background: while no background is marked, the first object
+    annotation also marks the frame's four corner pixels as background (shown as background
+    clicks; undone with it), because the nearest-neighbour labelling needs references of at
+    least two labels and a first click should already show a mask (the paper's first
+    interaction is one object and one background click, too). Call :meth:`start` to embed
+    in a background thread.
     """
 
     def __init__(self, video: Any, out_dir: str | Path, *, segmenter: Any = None,
-                 session_factory: Callable[[Any], Any] | None = None, jpeg_quality: int = 90) -> None:
+                 session_factory: Callable[[Any], Any] | None = None, auto_background: bool = True,
+                 jpeg_quality: int = 90) -> None:
         inner = video if isinstance(video, VideoSource) else open_video(video)
         self.source = _ProgressSource(inner, self._on_frame)
         self.out_dir = Path(out_dir)
@@ -189,6 +205,7 @@ class Annotator:
         self.frame_size: tuple[int, int] = tuple(inner.frame_size)  # type: ignore[assignment]
         self._segmenter = segmenter
         self._session_factory = session_factory or _default_session
+        self.auto_background = bool(auto_background)
         self._jpeg_quality = int(jpeg_quality)
 
         self._lock = threading.Lock()  # the session, objects, history, mask cache
@@ -208,10 +225,12 @@ class Annotator:
         self.objects: list[WebObject] = [WebObject(1, "object 1")]
         self.annotations: list[dict] = []  # {"frame", "kind", "points", "labels"} markers
         self._annotated: set[int] = set()  # ids the session holds annotations for
+        self._has_background = False  # whether the session holds a background reference
         self._history: list[_Snapshot] = []
         self.version = 0  # bumps whenever the masks may change
         self._mask_cache: dict[int, bytes] = {}  # frame -> PNG, for self.version only
         self._empty_png: bytes | None = None
+        self._thumbs: tuple[tuple, int, bytes] | None = None  # ((version, frames), stride, PNG)
 
     # -- background embedding -----------------------------------------------------------
     def start(self) -> "Annotator":
@@ -253,11 +272,18 @@ class Annotator:
             video = segmenter.embed(self.source, progress=False)
             self.embed_seconds = time.perf_counter() - t0
             session = self._session_factory(video)
+            # First uses import code lazily (NumPy's np.unique pulls in numpy.ma, Pillow its PNG
+            # writer): pay for it now, not on the user's first click.
+            np.unique(np.zeros(2, np.uint8))
+            encode_mask_png(np.zeros((8, 8), np.uint8))
             with self._lock:
                 self.video, self.session = video, session
                 self.done = self.num_frames
                 self.status = "ready"
             log.info("embedded %d frames in %.1f s", self.num_frames, self.embed_seconds)
+        except _Cancelled:
+            self.error = "stopped"
+            self.status = "error"
         except Exception as exc:  # noqa: BLE001 - shown in the page instead of killing the server
             log.exception("preparing the video failed")
             self.error = f"{type(exc).__name__}: {exc}"
@@ -303,6 +329,8 @@ class Annotator:
                 "annotations": list(self.annotations),
                 "version": self.version,
                 "can_undo": bool(self._history),
+                "has_background": self._has_background,
+                "auto_background": self.auto_background,
                 "embed_seconds": self.embed_seconds,
             }
 
@@ -312,6 +340,46 @@ class Annotator:
         with self._lock:
             self._require_ready()
             return self._mask_result(frame, {})
+
+    def thumbnails(self, n: int) -> tuple[list[int], int, int, bytes]:
+        """Masks of ``n`` frames spread evenly over the video, one label per stride-8 cell, side
+        by side: (frames, cell size in pixels, version, palette PNG (h, w * len(frames))).
+
+        Cheap (the session keeps every cell's label), so the page can redraw a filmstrip of
+        the whole video after every click, as the paper's Figure 1 shows.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_THUMBNAILS:
+            raise InputError(f"n must be an integer in 1..{MAX_THUMBNAILS}; got {n!r}")
+        frames = sorted({int(round(f)) for f in np.linspace(0, self.num_frames - 1, int(n))})
+        with self._lock:
+            self._require_ready()
+            key = (self.version, tuple(frames))
+            if self._thumbs is not None and self._thumbs[0] == key:
+                return frames, self._thumbs[1], self.version, self._thumbs[2]
+            stride = int(getattr(getattr(self.video, "config", None), "stride", 8))
+            cells = self._cells(frames, stride)
+            png = encode_mask_png(np.concatenate(list(cells), axis=1))
+            self._thumbs = (key, stride, png)
+            return frames, stride, self.version, png
+
+    def _cells(self, frames: list[int], stride: int) -> np.ndarray:
+        """uint8 (len(frames), h, w) labels of the cells of ``frames``; called with the lock held."""
+        h, w = (-(-n // stride) for n in self.frame_size)
+        if not self._annotated:
+            return np.zeros((len(frames), h, w), np.uint8)
+        get = getattr(self.session, "cell_labels", None)  # pml_rt.session.Session has it
+        if get is not None:
+            try:
+                cells = np.asarray(get())
+            except StateError:
+                return np.zeros((len(frames), h, w), np.uint8)
+            if cells.shape == (self.num_frames, h, w):
+                return cells[frames].astype(np.uint8, copy=False)
+        # any other session: the full mask at each cell's centre pixel
+        hh, ww = self.frame_size
+        ys = np.minimum(np.arange(h) * stride + stride // 2, hh - 1)
+        xs = np.minimum(np.arange(w) * stride + stride // 2, ww - 1)
+        return np.stack([self._session_mask(t)[np.ix_(ys, xs)] for t in frames])
 
     def _mask_result(self, frame: int, timings: dict[str, float]) -> MaskResult:
         """Called with the lock held."""
@@ -372,13 +440,30 @@ class Annotator:
                              f"0 <= y < {h}")
         return xy
 
-    def _snapshot(self, session_action: bool) -> _Snapshot:
+    def _snapshot(self, session_steps: int) -> _Snapshot:
         return _Snapshot([WebObject(o.id, o.name) for o in self.objects], list(self.annotations),
-                         frozenset(self._annotated), session_action)
+                         frozenset(self._annotated), self._has_background, session_steps)
 
     def _changed(self) -> None:
         self.version += 1
         self._mask_cache.clear()
+
+    def _background_seeds(self, labels: np.ndarray) -> np.ndarray | None:
+        """The frame's four corner pixels (int64 (4, 2) x, y) where they are to be marked
+        background with an annotation of ``labels`` (see ``auto_background``): only while no
+        background is known and the annotation brings none; else None."""
+        if not self.auto_background or self._has_background or np.any(labels == 0):
+            return None
+        h, w = self.frame_size
+        return np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], dtype=np.int64)
+
+    def _record(self, frame: int, kind: str, points: np.ndarray, labels: np.ndarray) -> None:
+        """Keep the marker of an annotation the session accepted."""
+        ids = [int(v) for v in labels]
+        self._annotated.update(v for v in ids if v)
+        self._has_background = self._has_background or 0 in ids
+        self.annotations.append({"frame": frame, "kind": kind, "points": np.asarray(points).tolist(),
+                                 "labels": ids})
 
     def add_clicks(self, frame: int, points: Any, labels: Any) -> MaskResult:
         """Points (N, 2) pixel (x, y) with labels (N,) (object ids, 0 = background) on ``frame``."""
@@ -386,17 +471,21 @@ class Annotator:
         xy = self._check_points(points, "points", MAX_CLICK_POINTS)
         if not isinstance(labels, (list, tuple, np.ndarray)) or len(labels) != len(xy):
             raise InputError(f"labels must be a list of {len(xy)} object ids, one per point")
+        t_wait = time.perf_counter()
         with self._lock:
+            waited = time.perf_counter() - t_wait
             self._require_ready()
             ids = np.asarray([self._check_label(v, "label") for v in labels], dtype=np.int64)
+            seeds = self._background_seeds(ids)
+            if seeds is not None:  # one call, so one undo; the user's points come last and win their cells
+                xy = np.concatenate([seeds, xy])
+                ids = np.concatenate([np.zeros(len(seeds), np.int64), ids])
+            snap = self._snapshot(1)
             t0 = time.perf_counter()
-            snap = self._snapshot(True)
             self.session.add_clicks(frame, xy, ids)
-            timings = {"session": time.perf_counter() - t0}
+            timings = {"wait": waited, "session": time.perf_counter() - t0}
             self._history.append(snap)
-            self._annotated.update(int(i) for i in ids if i)
-            self.annotations.append({"frame": frame, "kind": "click", "points": xy.tolist(),
-                                     "labels": ids.tolist()})
+            self._record(frame, "click", xy, ids)
             self._changed()
             return self._mask_result(frame, timings)
 
@@ -404,18 +493,27 @@ class Annotator:
         """A polyline (M, 2) pixel (x, y) drawn on ``frame`` for object ``label`` (0 = background)."""
         frame = self.check_frame(frame)
         xy = self._check_points(path, "path", MAX_SCRIBBLE_POINTS)
+        t_wait = time.perf_counter()
         with self._lock:
+            waited = time.perf_counter() - t_wait
             self._require_ready()
             label = self._check_label(label, "label")
+            seeds = self._background_seeds(np.array([label]))
+            snap = self._snapshot(1 if seeds is None else 2)
             t0 = time.perf_counter()
-            snap = self._snapshot(True)
-            self.session.add_scribble(frame, xy, label)
-            timings = {"session": time.perf_counter() - t0}
+            if seeds is not None:
+                self.session.add_clicks(frame, seeds, np.zeros(len(seeds), np.int64))
+            try:
+                self.session.add_scribble(frame, xy, label)
+            except Exception:
+                if seeds is not None:
+                    self.session.undo()
+                raise
+            timings = {"wait": waited, "session": time.perf_counter() - t0}
             self._history.append(snap)
-            if label:
-                self._annotated.add(label)
-            self.annotations.append({"frame": frame, "kind": "scribble", "points": xy.tolist(),
-                                     "labels": [label]})
+            if seeds is not None:
+                self._record(frame, "click", seeds, np.zeros(len(seeds), np.int64))
+            self._record(frame, "scribble", xy, np.array([label]))
             self._changed()
             return self._mask_result(frame, timings)
 
@@ -426,12 +524,14 @@ class Annotator:
         """
         frame = self.check_frame(frame)
         arr = read_mask(mask, expected_size=self.frame_size, name=f"mask for frame {frame}")
+        t_wait = time.perf_counter()
         with self._lock:
+            waited = time.perf_counter() - t_wait
             self._require_ready()
-            snap = self._snapshot(True)
+            snap = self._snapshot(1)
             t0 = time.perf_counter()
             self.session.add_mask(frame, arr)
-            timings = {"session": time.perf_counter() - t0}
+            timings = {"wait": waited, "session": time.perf_counter() - t0}
             self._history.append(snap)
             present = [int(i) for i in np.unique(arr) if i]
             known = self._object_ids()
@@ -440,6 +540,7 @@ class Annotator:
                     self.objects.append(WebObject(i, f"object {i}"))
             self.objects.sort(key=lambda o: o.id)
             self._annotated.update(present)
+            self._has_background = self._has_background or bool((arr == 0).any())
             self.annotations.append({"frame": frame, "kind": "mask", "points": [], "labels": present})
             self._changed()
             return self._mask_result(frame, timings)
@@ -452,7 +553,7 @@ class Annotator:
             if free is None:
                 raise InputError("all 255 object ids are in use; delete an object first")
             obj = WebObject(free, f"object {free}" if name is None else clean_name(name))
-            self._history.append(self._snapshot(False))
+            self._history.append(self._snapshot(0))
             self.objects.append(obj)
             self.objects.sort(key=lambda o: o.id)
             return obj
@@ -470,7 +571,7 @@ class Annotator:
         with self._lock:
             obj = self._find(obj_id)
             text = clean_name(name)
-            self._history.append(self._snapshot(False))
+            self._history.append(self._snapshot(0))
             obj.name = text
             return obj
 
@@ -481,7 +582,7 @@ class Annotator:
             in_session = obj.id in self._annotated
             if in_session:
                 self._require_ready()
-            snap = self._snapshot(in_session)
+            snap = self._snapshot(1 if in_session else 0)
             if in_session:
                 self.session.remove_object(obj.id)
             self._history.append(snap)
@@ -497,14 +598,16 @@ class Annotator:
             if not self._history:
                 raise StateError("nothing to undo")
             snap = self._history[-1]
-            if snap.session_action:
+            if snap.session_steps:
                 self._require_ready()
-                self.session.undo()
+                for _ in range(snap.session_steps):
+                    self.session.undo()
                 self._changed()
             self._history.pop()
             self.objects = snap.objects
             self.annotations = snap.annotations
             self._annotated = set(snap.annotated)
+            self._has_background = snap.has_background
 
     # -- export --------------------------------------------------------------------------
     def export(self, overlay: bool = False, alpha: float = 0.5) -> dict:
@@ -554,5 +657,9 @@ class Annotator:
             raise FileNotFoundError(f"{name} has not been exported yet; press Export first")
         return path
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop embedding (at the next frame) and free the video's files."""
+        self.source.cancel.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
         self.source.close()

@@ -4,11 +4,14 @@
 // transparent background from /api/mask/i or from a click's reply) and the UI layer (click
 // markers, the scribble being drawn; it takes the pointer). A click's reply is the clicked
 // frame's new mask, drawn at once; other frames are fetched when shown, and frames near the
-// current one are fetched in the background once the user pauses.
+// current one are fetched in the background once the user pauses. A filmstrip of frames
+// spread over the video shows every change at once, from the session's per-cell labels
+// (/api/thumbs: one small PNG), redrawn after each annotation.
 //
 // For tests and benchmarks, window.pml exposes the state: pml.ready, pml.timings (one entry
 // per annotation: click-to-screen milliseconds), pml.drawn ({frame, version} of the mask on
-// screen) and pml.maskPixel(x, y) (RGBA of the mask canvas).
+// screen), pml.maskPixel(x, y) (RGBA of the mask canvas) and pml.thumbs ({frames, version}
+// of the filmstrip).
 "use strict";
 
 (() => {
@@ -17,6 +20,7 @@
   const PREFETCH_IDLE_MS = 400;  // ... once the user has paused this long
   const FRAME_CACHE = 240;  // frame images kept
   const DRAG_PX = 4;  // a press that moves farther is a scribble, not a click
+  const THUMBS = 8;  // frames in the filmstrip
 
   const S = {
     state: null,  // last /api/state
@@ -35,6 +39,10 @@
     prefetchVersion: -1,
     lastInteraction: 0,
     busy: 0,  // annotation requests in flight
+    objectsKey: null,  // what the object list shows, to redraw it only when it changes
+    strip: null,  // {frames, version, cell, bitmap} of the filmstrip
+    stripBusy: false,
+    stripAgain: false,
   };
 
   const pml = {
@@ -42,6 +50,7 @@
     timings: [],
     drawn: { frame: -1, version: -1 },
     frameDrawn: -1,
+    thumbs: { frames: [], version: -1 },
     errors: [],
     maskPixel(x, y) {
       const d = maskCtx.getImageData(x, y, 1, 1).data;
@@ -103,6 +112,7 @@
     }
     if (!S.stageReady) setupStage(st);
     if (st.status !== "ready") {
+      applyState(st);  // objects can be named while the embeddings are computed
       const { done, total } = st.progress;
       $("loading-text").textContent = st.status === "loading"
         ? "Loading the model…" : `Computing embeddings: frame ${done} of ${total}`;
@@ -117,6 +127,7 @@
     pml.ready = true;
     say(`ready: click an object (embedded in ${st.embed_seconds ? st.embed_seconds.toFixed(1) : "?"} s)`);
     show(S.frame);
+    refreshStrip();
   }
 
   function setupStage(st) {
@@ -128,7 +139,8 @@
     S.stageReady = true;
     const stage = $("stage");
     stage.style.aspectRatio = `${width} / ${height}`;
-    $("player").style.maxWidth = `calc((100vh - 10em) * ${width / height})`;
+    // the frame, the transport row and the filmstrip (an eighth of the frame's height) fit the window
+    $("player").style.maxWidth = `calc((100vh - 160px) * ${(width / height) / (1 + 1 / THUMBS)})`;
     stage.hidden = false;
     $("scrubber").max = String(n - 1);
     $("timeline").width = Math.max(200, Math.min(2000, n * 4));
@@ -192,6 +204,7 @@
     }
     drawMarkers();
     renderTimeline();
+    markStrip();
     if (pml.ready) {
       const c = S.masks.get(i);
       if (c && c.version === S.version) {
@@ -273,6 +286,67 @@
     }
   }
 
+  // -- the filmstrip: every change at once ----------------------------------------------
+  async function refreshStrip() {
+    if (S.stripBusy) { S.stripAgain = true; return; }
+    S.stripBusy = true;
+    try {
+      do {
+        S.stripAgain = false;
+        const r = await api("GET", `/api/thumbs?n=${THUMBS}`);
+        const frames = r.headers.get("X-Frames").split(",").map(Number);
+        const version = Number(r.headers.get("X-Mask-Version"));
+        const bitmap = await createImageBitmap(await r.blob());
+        if (S.strip) S.strip.bitmap.close();
+        S.strip = { frames, version, cell: Number(r.headers.get("X-Cell-Size")), bitmap };
+        drawStrip();
+        pml.thumbs = { frames, version };
+      } while (S.stripAgain);
+    } catch (e) {
+      fail(e);
+    } finally {
+      S.stripBusy = false;
+    }
+  }
+
+  function drawStrip() {
+    const box = $("filmstrip");
+    const st = S.strip;
+    if (!st || !S.state) return;
+    const { width, height } = S.state.video;
+    while (box.children.length > st.frames.length) box.lastChild.remove();
+    st.frames.forEach((f, k) => {
+      let c = box.children[k];
+      if (!c) {
+        c = document.createElement("canvas");
+        c.addEventListener("click", () => { stopPlaying(); show(Number(c.dataset.frame)); });
+        box.append(c);
+      }
+      c.dataset.frame = String(f);
+      c.title = `frame ${f + 1}`;
+      c.width = 160;
+      c.height = Math.max(1, Math.round((160 * height) / width));
+      loadFrame(f).then((img) => {
+        if (S.strip !== st) return;
+        const ctx = c.getContext("2d");
+        ctx.drawImage(img, 0, 0, c.width, c.height);
+        const cellsW = st.bitmap.width / st.frames.length;
+        const cellsH = st.bitmap.height;
+        ctx.imageSmoothingEnabled = false;
+        ctx.globalAlpha = Number($("opacity").value);
+        // a cell covers `cell` pixels; the last row and column may run past the frame's edge
+        ctx.drawImage(st.bitmap, k * cellsW, 0, cellsW, cellsH, 0, 0,
+          (c.width * cellsW * st.cell) / width, (c.height * cellsH * st.cell) / height);
+        ctx.globalAlpha = 1;
+      }).catch(() => {});
+    });
+    markStrip();
+  }
+
+  function markStrip() {
+    for (const c of $("filmstrip").children) c.classList.toggle("current", Number(c.dataset.frame) === S.frame);
+  }
+
   // -- drawing markers and the timeline ---------------------------------------------------
   function uiScale() {
     const rect = uiCanvas.getBoundingClientRect();
@@ -336,6 +410,9 @@
 
   // -- objects --------------------------------------------------------------------------
   function renderObjects() {
+    const key = JSON.stringify([S.state.objects, S.current]);
+    if (key === S.objectsKey) return;  // unchanged: keep what the user may be typing
+    S.objectsKey = key;
     const ul = $("objects");
     const focused = document.activeElement && document.activeElement.classList.contains("name")
       ? document.activeElement.dataset.id : null;
@@ -387,7 +464,7 @@
   async function renameObject(id, name) {
     try {
       applyState((await (await api("PATCH", `/api/objects/${id}`, { name })).json()).state);
-    } catch (e) { fail(e); renderObjects(); }
+    } catch (e) { fail(e); S.objectsKey = null; renderObjects(); }
   }
 
   async function deleteObject(id) {
@@ -407,6 +484,7 @@
 
   function afterChange() {  // the masks may have changed: redraw the frame on screen
     if (pml.drawn.version !== S.version) refreshMask();
+    refreshStrip();
     schedulePrefetch();
   }
 
@@ -468,10 +546,13 @@
     S.busy++;
     clearTimeout(S.prefetchTimer);
     try {
+      const sent = performance.now();
       const r = await api("POST", `/api/${kind}`, body);
+      const answered = performance.now();
       const version = Number(r.headers.get("X-Mask-Version"));
       const serverTiming = r.headers.get("Server-Timing") || "";
       const c = { version, blob: await r.blob() };
+      const received = performance.now();
       if (version > S.version) S.version = version;
       S.masks.set(body.frame, c);
       const drawnNow = await drawMaskBlob(body.frame, c);
@@ -482,12 +563,17 @@
         const painted = performance.now();
         const server = serverTotal(serverTiming);
         const t = { kind, frame: body.frame, version, drawn_ms: drawn - start, screen_ms: painted - start,
-          server_ms: server, shown: drawnNow, server_timing: serverTiming };
+          server_ms: server, shown: drawnNow, server_timing: serverTiming,
+          // where the time went: before the request left, until the reply's headers, its body,
+          // decoding and drawing, and waiting for the paint
+          parts_ms: { send: sent - start, reply: answered - sent, body: received - answered,
+            draw: drawn - received, paint: painted - drawn } };
         pml.timings.push(t);
         $("timing").textContent = `${kind} → screen ${t.screen_ms.toFixed(0)} ms (server ${server.toFixed(0)} ms)`;
+        say(`${kind} on frame ${body.frame + 1}`);
+        refreshState().catch(fail);  // markers, undo button, filmstrip: after the mask is on screen
+        refreshStrip();
       }, 0));
-      refreshState().catch(fail);
-      say(`${kind} on frame ${body.frame + 1}`);
     } catch (e) {
       fail(e);
       refreshState().catch(() => {});
@@ -514,6 +600,7 @@
       S.masks.set(frame, c);
       await drawMaskBlob(frame, c);
       await refreshState();
+      refreshStrip();
       say(`mask set on frame ${frame + 1}`);
     } catch (e) {
       fail(e);
@@ -614,7 +701,7 @@
   $("undo").addEventListener("click", undo);
   $("export").addEventListener("click", exportMasks);
   $("import-mask").addEventListener("change", (e) => importMask(e.target.files[0]));
-  $("opacity").addEventListener("input", (e) => { maskCanvas.style.opacity = e.target.value; });
+  $("opacity").addEventListener("input", (e) => { maskCanvas.style.opacity = e.target.value; drawStrip(); });
   maskCanvas.style.opacity = $("opacity").value;
   poll();
 })();

@@ -1,0 +1,143 @@
+"""Interactive segmentation quality with simulated users: the paper's click robot (J against
+clicks per frame, Figure 7) and a DAVIS-interactive-style scribble robot (J&F per round, AUC).
+
+    python benchmarks/interactive.py                          # val split, first 25 frames, 5 seeds
+    python benchmarks/interactive.py --full                   # every frame of every val sequence
+    python benchmarks/interactive.py --split train --robots clicks --seeds 1
+    python benchmarks/interactive.py --synthetic              # several objects, no data needed
+
+davis2016-dev has one object per sequence: the several-object case runs on the synthetic
+clip (squares with known embeddings), where J shows that ids, columns and votes hold up.
+Writes <out>/interactive.png (the curve), <out>/interactive.md (tables) and
+<out>/interactive.json. Embeddings are cached in --cache (default <out>/embeddings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pml_rt.davis import DavisDataset, default_data_root  # noqa: E402
+from pml_rt.robots import (  # noqa: E402
+    CLICKS_PER_FRAME,
+    click_robot,
+    davis_videos,
+    format_click_table,
+    format_scribble_table,
+    plot_click_curves,
+    scribble_robot,
+    summarize_click_runs,
+    synthetic_video,
+)
+from pml_rt.upsample import DEFAULT_METHOD, METHODS  # noqa: E402
+
+
+def _videos(args: argparse.Namespace):
+    if args.synthetic:
+        for i in range(3):
+            video, gt = synthetic_video(args.synthetic_frames, (240, 320), 3, d=64, seed=100 + i, square=72,
+                                        noise=0.3)
+            yield f"synthetic-{i}", video, gt
+        return
+    ds = DavisDataset(args.davis)
+    seqs = args.sequences.split(",") if args.sequences else ds.sequences(split=args.split)
+    cache = args.cache or str(Path(args.out) / "embeddings")
+    yield from davis_videos(args.davis, seqs, max_frames=None if args.full else args.max_frames, cache_dir=cache,
+                            progress=True)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--davis", default=str(default_data_root() / "davis2016-dev"), help="DAVIS-format root")
+    p.add_argument("--split", default="val", help="split in ImageSets (default val; tune only on train)")
+    p.add_argument("--sequences", default=None, help="comma-separated sequences instead of a split")
+    p.add_argument("--max-frames", type=int, default=25, help="first N frames of each sequence (default 25)")
+    p.add_argument("--full", action="store_true", help="every frame of every sequence (overrides --max-frames)")
+    p.add_argument("--seeds", type=int, default=5, help="click-robot runs per sequence (default 5)")
+    p.add_argument("--robots", default="clicks,scribbles", help="clicks, scribbles or both (comma-separated)")
+    p.add_argument("--rounds", type=int, default=8, help="scribble-robot rounds (default 8)")
+    p.add_argument("--scribbles", default=str(default_data_root() / "davis-scribbles"),
+                   help="DAVIS scribble folder: <seq>/001.json starts round 1 where it exists")
+    p.add_argument("--k", type=int, default=None, help="neighbours per vote (default: the session's)")
+    p.add_argument("--position-weight", type=float, default=None, help="session position_weight (default: the session's)")
+    p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
+    p.add_argument("--upsample", choices=METHODS, default=DEFAULT_METHOD)
+    p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
+    p.add_argument("--synthetic-frames", type=int, default=20)
+    p.add_argument("--out", default="runs/interactive", help="output folder (default runs/interactive)")
+    p.add_argument("--cache", default=None, help="embedding cache folder (default <out>/embeddings)")
+    args = p.parse_args(argv)
+    robots = {r.strip() for r in args.robots.split(",") if r.strip()}
+    if not robots <= {"clicks", "scribbles"}:
+        p.error(f"--robots takes clicks and/or scribbles, got {args.robots!r}")
+    opts = {"upsample": args.upsample}
+    for key, val in (("k", args.k), ("position_weight", args.position_weight), ("time_scale", args.time_scale)):
+        if val is not None:
+            opts[key] = val
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    click_runs, scribble_runs = [], []
+    t_start = time.perf_counter()
+    frames = 0
+    for seq, video, gt in _videos(args):
+        frames += len(gt)
+        if "clicks" in robots:
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                run = click_robot(video, gt, seed=seed, sequence=seq, session_options=opts)
+                click_runs.append(run)
+                print(f"{seq} seed {seed}: J " + " ".join(f"{j:.3f}" for j in run.j)
+                      + f"  ({time.perf_counter() - t0:.0f} s, {1000 * np.median(run.click_seconds):.0f} ms/click)",
+                      flush=True)
+        if "scribbles" in robots:
+            initial = Path(args.scribbles) / seq / "001.json"
+            run = scribble_robot(video, gt, rounds=args.rounds, sequence=seq, session_options=opts,
+                                 initial=initial if initial.is_file() and not args.synthetic else None)
+            scribble_runs.append(run)
+            print(f"{seq} scribbles ({run.initial}): J&F " + " ".join(f"{v:.3f}" for v in run.jf)
+                  + f"  AUC {run.auc:.3f}", flush=True)
+    where = "synthetic 3-object clips" if args.synthetic else (
+        f"{args.split if not args.sequences else args.sequences} of {args.davis}, "
+        + ("all frames" if args.full else f"first {args.max_frames} frames"))
+    text = [f"# Interactive benchmark: {where}", "",
+            f"session options: {opts}; {frames} frames; {time.perf_counter() - t_start:.0f} s", ""]
+    report: dict = {"where": where, "options": opts, "frames": frames}
+    if click_runs:
+        summary = summarize_click_runs(click_runs)
+        objects = sorted({len(r.objects) for r in click_runs})
+        text += [f"## Click robot ({args.seeds} seeds; J on every frame; objects per sequence: {objects})", "",
+                 format_click_table(summary), ""]
+        plot_click_curves({f"pml-rt, {where}": summary}, out / "interactive.png",
+                          title=f"click robot, {args.seeds} seeds")
+        report["clicks"] = {k: (v.tolist() if isinstance(v, np.ndarray) else
+                                {str(a): b.tolist() for a, b in v.items()}) for k, v in summary.items()}
+        report["click_ms_median"] = 1000 * float(np.median(np.concatenate([r.click_seconds for r in click_runs])))
+    if scribble_runs:
+        text += [f"## Scribble robot ({args.rounds} rounds; J&F on every frame)", "",
+                 format_scribble_table(scribble_runs), ""]
+        report["scribbles"] = [{"sequence": r.sequence, "initial": r.initial, "jf": r.jf.tolist(), "j": r.j.tolist(),
+                                "f": r.f.tolist(), "auc": r.auc, "frames": r.frames} for r in scribble_runs]
+    _write(out / "interactive.md", "\n".join(text))
+    _write(out / "interactive.json", json.dumps(report, indent=1))
+    print("\n".join(text))
+    print(f"wrote {out / 'interactive.md'}" + (f", {out / 'interactive.png'}" if click_runs else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

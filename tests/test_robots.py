@@ -1,0 +1,99 @@
+"""The click and scribble robots on synthetic clips (several objects, known embeddings)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pml_rt.errors import InputError
+from pml_rt.robots import (
+    ClickRun,
+    click_robot,
+    scribble_robot,
+    skeleton_path,
+    summarize_click_runs,
+    synthetic_video,
+)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return synthetic_video(6, (64, 96), 3, seed=3, square=24, noise=0.3)
+
+
+def test_click_robot_follows_the_protocol(clip):
+    video, gt = clip
+    grid = (0.05, 0.5, 1.0, 2.0)
+    run = click_robot(video, gt, seed=1, clicks_per_frame=grid, sequence="synth")
+    assert isinstance(run, ClickRun) and run.objects == [1, 2, 3]
+    # at least one click per object and one on the background come first
+    assert run.clicks.tolist() == [4, 4, 6, 12]
+    assert len(run.click_seconds) == 12 or run.exhausted
+    assert run.j.shape == (4,) and np.all((run.j >= 0) & (run.j <= 1))
+    assert run.j[-1] >= run.j[0] and run.j[-1] > 0.6
+    again = click_robot(video, gt, seed=1, clicks_per_frame=grid, sequence="synth")
+    assert np.array_equal(again.j, run.j)  # a seed fixes the run
+
+
+def test_click_robot_stops_when_nothing_is_wrong():
+    video, _ = synthetic_video(2, (32, 32), 1, seed=0, square=16)
+    gt = np.ones((2, 32, 32), np.uint8)  # all object: one click gets everything right
+    run = click_robot(video, gt, clicks_per_frame=(0.5, 5.0))
+    assert run.exhausted and run.clicks.tolist() == [1, 10] and run.j.tolist() == [1.0, 1.0]
+    assert len(run.click_seconds) == 1
+
+
+def test_summary_over_seeds_and_sequences(clip):
+    video, gt = clip
+    runs = [click_robot(video, gt, seed=s, clicks_per_frame=(0.5, 1.0), sequence=q) for s in (0, 1) for q in "ab"]
+    out = summarize_click_runs(runs)
+    assert out["j_mean"].shape == (2,) and out["j_std"].shape == (2,)
+    assert set(out["per_seed"]) == {0, 1} and set(out["per_sequence"]) == {"a", "b"}
+    with pytest.raises(InputError):
+        summarize_click_runs([])
+
+
+def test_click_robot_checks_the_ground_truth(clip):
+    video, gt = clip
+    with pytest.raises(InputError, match="expected \\(6, 64, 96\\)"):
+        click_robot(video, gt[:2])
+    with pytest.raises(InputError, match="no object"):
+        click_robot(video, np.zeros_like(gt))
+
+
+def test_skeleton_path_runs_inside_the_region():
+    region = np.zeros((40, 60), bool)
+    region[10:30, 5:55] = True
+    path = skeleton_path(region)
+    assert path.shape[1] == 2 and len(path) > 20
+    assert region[path[:, 1], path[:, 0]].all()
+    assert np.ptp(path[:, 0]) > 25  # along the long side
+    steps = np.abs(np.diff(path, axis=0)).max(axis=1)
+    assert (steps == 1).all()  # an ordered, connected line
+    assert skeleton_path(np.zeros((5, 5), bool)) is None
+    dot = np.zeros((5, 5), bool)
+    dot[2, 3] = True
+    assert skeleton_path(dot).tolist() == [[3, 2]]
+
+
+def test_scribble_robot_improves_over_rounds(clip):
+    video, gt = clip
+    run = scribble_robot(video, gt, rounds=4, sequence="synth")
+    assert run.jf.shape == (4,) and run.initial == "robot"
+    # round 1 scribbles only the objects (nothing is predicted yet), so the background
+    # comes with round 2: J&F must rise clearly from there
+    assert run.jf[-1] > run.jf[0] + 0.1
+    assert 0 <= run.auc <= 1
+    assert all(0 <= f < 6 for f in run.frames) and run.scribbles[0] == 3  # round 1: one per object
+    np.testing.assert_allclose(run.jf, (run.j + run.f) / 2)
+
+
+def test_scribble_robot_starts_from_a_davis_file(clip):
+    video, gt = clip
+    ys, xs = np.nonzero(gt[2] == 1)
+    h, w = gt.shape[1:]
+    initial = {"sequence": "synth", "scribbles": [[], [], [
+        {"path": [[xs.min() / (w - 1), ys.mean() / (h - 1)], [xs.max() / (w - 1), ys.mean() / (h - 1)]],
+         "object_id": 1}]]}
+    run = scribble_robot(video, gt, rounds=2, initial=initial)
+    assert run.initial == "davis" and run.frames[0] == 2 and run.scribbles[0] == 1

@@ -1,0 +1,246 @@
+"""The interactive Session: verbs, undo, object removal, input checks, and the incremental
+search against a brute-force kNN of the active references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pml_rt.errors import InputError, StateError
+from pml_rt.robots import synthetic_video
+from pml_rt.session import Session, Update, bilinear_onehot_labels
+from pml_rt.upsample import upsample_labels
+from pml_rt.xp import to_host
+
+
+@pytest.fixture
+def clip():
+    """4 frames, 48x64, two squares (ids 1, 2) with hand-made embeddings (cells 6 x 8)."""
+    return synthetic_video(4, (48, 64), 2, seed=1)
+
+
+def centre(gt: np.ndarray, t: int, obj: int) -> tuple[int, int]:
+    ys, xs = np.nonzero(gt[t] == obj)
+    return int(xs.mean()), int(ys.mean())
+
+
+def brute_force_labels(s: Session) -> np.ndarray:
+    """uint8 (T, h, w): each cell's k-NN vote among the active references, computed directly."""
+    emb = to_host(s.emb).astype(np.float64)
+    active = np.flatnonzero(s.ref_active)
+    refs = emb[s.ref_cell[active]]
+    if s.position_weight:
+        refs[:, [-2, -1]] = refs[:, [-1, -2]]
+    sims = emb @ refs.T  # (N, M)
+    ids = s.ref_obj[active]
+    cols = np.array([s.object_columns.index(int(i)) for i in ids])
+    order = np.argsort(-sims, axis=1, kind="stable")[:, : s.k]
+    votes = np.zeros((len(emb), len(s.object_columns)))
+    np.add.at(votes, (np.arange(len(emb))[:, None], cols[order]), 1)
+    return np.asarray(s.object_columns, np.uint8)[votes.argmax(axis=1)].reshape(s.shape)
+
+
+def test_clicks_on_two_objects_label_them(clip, xp):
+    video, gt = clip
+    s = video.session(xp=xp)
+    (x1, y1), (x2, y2) = centre(gt, 0, 1), centre(gt, 0, 2)
+    up = s.add_clicks(0, [[x1, y1], [x2, y2], [1, 1]], [3, 7, 0])  # user ids need not be 1..K
+    assert isinstance(up, Update) and up.frames == (0, 1, 2, 3)
+    masks = s.masks()
+    assert masks.dtype == np.uint8 and masks.shape == gt.shape
+    for t in range(4):
+        for obj, want in ((1, 3), (2, 7)):
+            x, y = centre(gt, t, obj)
+            assert masks[t, y, x] == want
+    assert (masks[gt == 0] == 0).mean() > 0.95
+    assert np.array_equal(s.mask(2), masks[2])
+    assert s.object_ids == [3, 7] and s.object_columns == [0, 3, 7]
+    assert s.cell_labels().shape == (4, 6, 8)
+
+
+def test_background_click_alone_gives_background(clip):
+    video, _ = clip
+    s = video.session()
+    s.add_clicks(1, [[2, 2]], [0])
+    assert not s.masks().any()
+
+
+def test_masks_before_any_annotation_is_a_state_error(clip):
+    s = clip[0].session()
+    with pytest.raises(StateError, match="no annotation yet"):
+        s.masks()
+    with pytest.raises(RuntimeError):
+        s.mask(0)
+    with pytest.raises(StateError, match="nothing to undo"):
+        s.undo()
+
+
+def test_undo_restores_the_previous_masks_exactly(clip):
+    video, gt = clip
+    s = video.session()
+    s.add_clicks(0, [centre(gt, 0, 1), [1, 1]], [1, 0])
+    before = s.masks()
+    s.add_clicks(3, [centre(gt, 3, 2)], [2])
+    s.add_scribble(2, [[0, 0], [63, 47]], 0)
+    assert not np.array_equal(s.masks(), before)
+    s.undo()
+    s.undo()
+    assert np.array_equal(s.masks(), before)
+    assert s.object_ids == [1]
+    s.undo()
+    with pytest.raises(StateError):
+        s.masks()
+
+
+def test_remove_object_removes_its_id_everywhere_and_undo_brings_it_back(clip, xp):
+    video, gt = clip
+    s = video.session(xp=xp)
+    s.add_clicks(0, [centre(gt, 0, 1), centre(gt, 0, 2), [1, 1]], [1, 2, 0])
+    s.add_clicks(2, [centre(gt, 2, 2)], [2])
+    full = s.masks()
+    assert (full == 2).any()
+    up = s.remove_object(2)
+    assert up.cells > 0
+    masks = s.masks()
+    assert not (masks == 2).any() and (masks == 1).any()
+    assert s.object_ids == [1]
+    with pytest.raises(InputError, match="not annotated"):
+        s.remove_object(2)
+    s.undo()
+    assert s.object_ids == [1, 2]
+    assert np.array_equal(s.masks(), full)
+
+
+def test_add_mask_on_a_middle_frame():
+    video, gt = synthetic_video(4, (48, 64), 2, seed=1, square=24)
+    s = video.session(background_stride=1)
+    s.add_mask(2, gt[2])
+    # with every cell a reference, the annotated frame keeps each cell's majority id
+    from pml_rt.annotations import ObjectMap, cell_labels
+
+    om = ObjectMap([1, 2])
+    want = om.lut()[cell_labels(om.columns_of(gt[2]), om.num_labels)]
+    assert np.array_equal(s.cell_labels()[2], want)
+    for t in (0, 1, 3):  # the other frames follow at cell level (pixels are coarse at 8 px a cell)
+        want = om.lut()[cell_labels(om.columns_of(gt[t]), om.num_labels)]
+        assert (s.cell_labels()[t] == want).mean() > 0.8  # boundary cells mix labels
+    masks = s.masks()
+    assert set(np.unique(masks)) == {0, 1, 2}
+    assert s.annotations[0].kind == "mask" and s.annotations[0].frame == 2
+    # a later mask on the same frame replaces the frame's references
+    s.add_mask(2, np.zeros_like(gt[2]))
+    assert not s.masks().any()
+    s.undo()
+    assert np.array_equal(s.masks(), masks)
+
+
+def test_mask_with_a_wrong_size_is_rejected(clip):
+    s = clip[0].session()
+    with pytest.raises(InputError):
+        s.add_mask(0, np.zeros((10, 10), np.uint8))
+
+
+@pytest.mark.parametrize("points, match", [
+    ([[64, 3]], r"frame 1: point 0 \(x=64, y=3\) is outside the frame of size 64x48"),
+    ([[3, 3], [-1, 5]], r"frame 1: point 1 \(x=-1, y=5\)"),
+    ([[3, 48]], r"y=48"),
+    ([[np.nan, 3]], r"point 0"),
+    ([[1, 2, 3]], r"expected an \(N, 2\) array"),
+])
+def test_points_outside_the_frame_name_frame_point_and_size(clip, points, match):
+    s = clip[0].session()
+    with pytest.raises(InputError, match=match):
+        s.add_clicks(1, points, [1] * len(points))
+
+
+def test_bad_labels_and_frames(clip):
+    s = clip[0].session()
+    with pytest.raises(InputError, match="outside 0..255"):
+        s.add_clicks(0, [[1, 1]], [256])
+    with pytest.raises(InputError, match="one per point"):
+        s.add_clicks(0, [[1, 1], [2, 2]], [1, 2, 3])
+    with pytest.raises(InputError, match="integers"):
+        s.add_clicks(0, [[1, 1]], [1.5])
+    with pytest.raises(InputError, match="out of range"):
+        s.add_clicks(4, [[1, 1]], [1])
+    with pytest.raises(InputError, match="scribble point 1"):
+        s.add_scribble(0, [[1, 1], [100, 1]], 1)
+    with pytest.raises(InputError, match="k must be"):
+        Session(clip[0], k=0)
+    assert not s.history  # nothing half-added
+
+
+def test_a_new_label_on_an_annotated_cell_replaces_the_old_one(clip):
+    video, gt = clip
+    s = video.session()
+    x, y = centre(gt, 0, 1)
+    s.add_clicks(0, [[x, y], [1, 1]], [1, 0])
+    assert s.mask(0)[y, x] == 1
+    s.add_clicks(0, [[x + 1, y]], [0])  # same cell
+    assert s.mask(0)[y, x] == 0 and s.num_references == 2
+    s.undo()
+    assert s.mask(0)[y, x] == 1 and s.num_references == 2
+
+
+@pytest.mark.parametrize("options", [{}, {"k": 3}, {"position_weight": 2.0, "time_scale": 10.0},
+                                     {"k": 2, "position_weight": 1.0}])
+def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
+    video, gt = synthetic_video(5, (40, 56), 3, seed=4, noise=0.4)
+    s = video.session(xp=xp, **options)
+    rng = np.random.default_rng(0)
+    for step in range(30):
+        op = rng.choice(["click", "click", "click", "scribble", "undo", "remove"])
+        t = int(rng.integers(5))
+        if op == "click":
+            pts = rng.integers(0, [56, 40], size=(int(rng.integers(1, 4)), 2))
+            s.add_clicks(t, pts, gt[t, pts[:, 1], pts[:, 0]])
+        elif op == "scribble":
+            s.add_scribble(t, rng.integers(0, [56, 40], size=(3, 2)), int(rng.integers(4)))
+        elif op == "undo" and s.history:
+            s.undo()
+        elif op == "remove" and s.object_ids:
+            s.remove_object(int(rng.choice(s.object_ids)))
+        if s.num_references:
+            assert np.array_equal(s.cell_labels(), brute_force_labels(s)), (step, op)
+    if s.num_references:
+        incremental = s.masks()
+        s.recompute()
+        assert np.array_equal(s.masks(), incremental)
+
+
+@pytest.mark.parametrize("size, n", [((480, 854), 2), ((480, 854), 4), ((50, 61), 3), ((17, 9), 2),
+                                     ((7, 5), 2), ((64, 48), 14)])
+def test_fast_bilinear_labels_equal_the_upsample_dispatcher(size, n, xp):
+    rng = np.random.default_rng(n)
+    h, w = -(-size[0] // 8), -(-size[1] // 8)
+    cols = rng.integers(0, n, size=(h, w))
+    columns = [0, *rng.choice(np.arange(1, 256), size=n - 1, replace=False).tolist()]
+    ids = np.asarray(columns, np.uint8)[cols]
+    onehot = (cols[None] == np.arange(n)[:, None, None]).astype(np.float32)
+    want = np.asarray(columns, np.uint8)[to_host(upsample_labels(xp.asarray(onehot), size, "bilinear"))]
+    got = to_host(bilinear_onehot_labels(xp.asarray(ids), columns, size))
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "joint-bilateral"])
+def test_upsample_option_and_k5_vote_shares(clip, method):
+    video, gt = clip
+    s = video.session(k=5, upsample=method)
+    s.add_mask(0, gt[0])
+    masks = s.masks()
+    assert masks.shape == gt.shape and set(np.unique(masks)) <= {0, 1, 2}
+    sc = s.scores(1)
+    assert sc.shape == (3, 6, 8) and np.allclose(sc.sum(axis=0), 1)
+    assert np.array_equal(s.mask(1), masks[1])
+
+
+def test_real_embedder_on_a_tiny_clip(segmenter, tiny_clip):
+    frames, gt = tiny_clip
+    video = segmenter.embed(frames, progress=False)
+    s = video.session()
+    s.add_clicks(0, [centre(gt, 0, 1), centre(gt, 0, 2), [1, 46], [62, 1]], [1, 2, 0, 0])
+    masks = s.masks()
+    for t in range(len(gt)):
+        for obj in (1, 2):
+            x, y = centre(gt, t, obj)
+            assert masks[t, y, x] == obj
