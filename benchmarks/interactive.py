@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scribbles", default=str(default_data_root() / "davis-scribbles"),
                    help="DAVIS scribble folder: <seq>/001.json starts round 1 where it exists")
     p.add_argument("--k", type=int, default=None, help="neighbours per vote (default: the session's)")
-    p.add_argument("--position-weight", type=float, default=None, help="session position_weight (default: the session's)")
+    p.add_argument("--position-weight", type=float, default=None,
+                   help="session position_weight (default: the session's)")
     p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
     p.add_argument("--upsample", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
@@ -122,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         objects = sorted({len(r.objects) for r in click_runs})
         text += [f"## Click robot ({args.seeds} seeds; J on every frame; objects per sequence: {objects})", "",
                  format_click_table(summary), ""]
-        plot_click_curves({f"pml-rt, {where}": summary}, out / "interactive.png",
-                          title=f"click robot, {args.seeds} seeds")
+        short = "synthetic" if args.synthetic else (args.sequences or args.split) + (
+            ", all frames" if args.full else f", first {args.max_frames} frames")
+        plot_click_curves({f"pml-rt ({short})": summary}, out / "interactive.png",
+                          title=f"click robot, {args.seeds} seeds, mean +- std over seeds")
         report["clicks"] = {k: (v.tolist() if isinstance(v, np.ndarray) else
                                 {str(a): b.tolist() for a, b in v.items()}) for k, v in summary.items()}
         report["click_ms_median"] = 1000 * float(np.median(np.concatenate([r.click_seconds for r in click_runs])))

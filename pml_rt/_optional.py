@@ -23,6 +23,8 @@ _INSTALL_HINTS: dict[str, str] = {
     "av": "pip install av",
     "ray": "pip install 'pml-rt[ray]'",
     "matplotlib": "pip install matplotlib",
+    "starlette": "pip install 'pml-rt[web]'",
+    "uvicorn": "pip install 'pml-rt[web]'",
     "skimage": "pip install scikit-image",
     "cv2": "pip install opencv-contrib-python-headless",
 }

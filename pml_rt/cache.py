@@ -45,16 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, PmlError
-
-try:  # the lead may move this class to pml_rt.errors; both spellings then name one class
-    from .errors import OutputError  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on errors.py
-    class OutputError(PmlError, OSError):  # type: ignore[no-redef]
-        """An output (masks, overlay, cache) cannot be written: full disk, no permission.
-
-        Also an ``OSError`` with the original ``errno``.
-        """
+from .errors import OutputError
 
 log = logging.getLogger("pml_rt")
 

@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker (default 0)")
     b.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per worker (default 1)")
     b.add_argument("--workers", type=int, default=None, help="number of workers (default: as the cluster allows)")
+    _add_propagation_options(b)
     b.set_defaults(func=_lazy("pml_rt.batch", "cli_main"))
     return p
 
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (PmlError, ValueError, FileNotFoundError) as exc:
+    except (PmlError, ValueError, OSError) as exc:
         if args.debug:
             raise
         print(f"pml-rt {args.command}: error: {exc}", file=sys.stderr)

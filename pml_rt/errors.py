@@ -30,3 +30,10 @@ class MissingDependencyError(PmlError, ImportError):
 
 class BackendError(PmlError, RuntimeError):
     """An inference backend cannot be used here (absent library, missing engine, no device)."""
+
+
+class OutputError(PmlError, OSError):
+    """An output (masks, overlay, cache) cannot be written: full disk, no permission.
+
+    Also an ``OSError`` with the original ``errno``.
+    """

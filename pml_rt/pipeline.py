@@ -56,6 +56,9 @@ def segment_to_folder(segmenter: Segmenter, video: Any, mask: Any, out_dir: str 
     # Cheap checks first, so that bad input costs no embedding (and no cache entry).
     named = isinstance(mask, (str, os.PathLike))
     read_mask(mask, expected_size=source.frame_size, name="mask" if named else f"mask for frame {mask_frame}")
+    n = len(source)
+    if not isinstance(mask_frame, (int, np.integer)) or not 0 <= int(mask_frame) < n:
+        raise InputError(f"mask frame {mask_frame!r} is out of range; this video has frames 0..{n - 1}")
     if overlay is not None and Path(overlay).suffix.lower() not in OVERLAY_VIDEO_EXTENSIONS:
         raise InputError(f"overlay video '{overlay}' has suffix {Path(overlay).suffix!r}; expected one of "
                          f"{', '.join(OVERLAY_VIDEO_EXTENSIONS)}")

@@ -359,16 +359,22 @@ def synthetic_video(num_frames: int = 4, size: tuple[int, int] = (48, 64), num_o
 
     Each cell's embedding mixes one random unit vector per label by the labels' area shares
     in the cell, plus Gaussian noise of norm about ``noise``, normalised: objects are separable
-    but boundary cells are ambiguous, as with a real embedder. Used by tests and by the
-    interactive benchmark's ``--synthetic`` mode (several objects, no data needed).
+    but boundary cells are ambiguous, as with a real embedder. Its config sets the
+    session's position prior off (``extra["position_weight"] = 0``). Used by tests and by
+    the interactive benchmark's ``--synthetic`` mode (several objects, no data needed).
     """
     from .annotations import cell_shares  # noqa: PLC0415
     from .io import ArraySource  # noqa: PLC0415
     from .registry import get_model_config  # noqa: PLC0415
     from .segmenter import EmbeddedVideo  # noqa: PLC0415
 
+    import dataclasses  # noqa: PLC0415
+
     rng = np.random.default_rng(seed)
+    # These embeddings separate the labels by construction, as a trained model's would: the
+    # session's position prior (meant for the untrained model) stays off by default.
     cfg = get_model_config()
+    cfg = dataclasses.replace(cfg, extra={**cfg.extra, "position_weight": 0.0, "time_scale": 0.0})
     s = cfg.stride
     hh, ww = size
     if square >= min(hh, ww):
@@ -611,7 +617,8 @@ def format_latency(rep: LatencyReport, targets: dict[str, float] | None = None) 
     targets = targets or {}
     lines = [f"{rep.num_frames} frames of {rep.frame_size[1]}x{rep.frame_size[0]}, "
              f"{rep.cells[0] * rep.cells[1] * rep.cells[2]} cells; {len(rep.to_labels)} clicks measured per path",
-             "", "| path | median ms | p90 ms | max ms | target ms | median / memory floor |", "|---|---|---|---|---|---|"]
+             "", "| path | median ms | p90 ms | max ms | target ms | median / memory floor |",
+             "|---|---|---|---|---|---|"]
     for name, arr in (("click -> kNN update", rep.update), ("click -> labels, all frames (stride 8)", rep.to_labels),
                       ("click -> mask(frame), full res", rep.to_mask), ("click -> masks(), full res", rep.to_masks)):
         key = {"click -> labels, all frames (stride 8)": "to_labels", "click -> mask(frame), full res": "to_mask",

@@ -261,7 +261,8 @@ class EmbeddedVideo:
 
     def load_mask(self, mask: Any, frame: int = 0) -> np.ndarray:
         """A mask (path or array of ids) checked against this video's frame size: uint8 (H, W)."""
-        name = "mask" if isinstance(mask, (str, os.PathLike)) else f"mask for frame {frame}"  # paths are named by read_mask
+        # read_mask adds a file's path to the name itself
+        name = "mask" if isinstance(mask, (str, os.PathLike)) else f"mask for frame {frame}"
         return read_mask(mask, expected_size=self.frame_size, name=name)
 
     def session(self, **options: Any) -> Any:

@@ -87,6 +87,25 @@ class _Removal:
     refs: np.ndarray  # the object's references it switched off
 
 
+#: Position prior for models whose embeddings carry no position (the untrained packaged
+#: model): chosen with the click robot on the train split (docs/INTERACTIVE.md).
+UNTRAINED_POSITION_WEIGHT = 3.0
+UNTRAINED_TIME_SCALE = 0.0
+
+
+def _position_defaults(config: Any, weight: float | None, scale: float | None) -> tuple[float, float]:
+    extra = getattr(config, "extra", None) or {}
+    trained = bool(getattr(config, "trained", False))
+    if weight is None:
+        weight = extra.get("position_weight", 0.0 if trained else UNTRAINED_POSITION_WEIGHT)
+    if scale is None:
+        scale = extra.get("time_scale", 0.0 if trained else UNTRAINED_TIME_SCALE)
+    try:
+        return float(weight), float(scale)
+    except (TypeError, ValueError):
+        raise InputError(f"position_weight and time_scale must be numbers, got {weight!r}, {scale!r}") from None
+
+
 def _resolve_xp(xp: Any) -> Any:
     if xp is None or xp == "numpy":
         return np
@@ -248,14 +267,20 @@ class Session:
     """Interactive kNN segmentation of one embedded video (see the module docstring).
 
     video: a :class:`pml_rt.segmenter.EmbeddedVideo`. k: neighbours per vote (1, as the
-    paper for clicks; larger k votes by ``weighting``). background_stride: keep every n-th
-    background cell of a mask per axis. upsample: one of :data:`pml_rt.upsample.METHODS`
-    for ``mask``/``masks``. xp: ``"numpy"`` (default) or ``"cupy"``.
+    paper for clicks; larger k votes by ``weighting``, and is slower: every frame's vote
+    shares move with each click). background_stride: keep every n-th background cell of a
+    mask per axis. upsample: one of :data:`pml_rt.upsample.METHODS` for ``mask``/``masks``.
+    position_weight, time_scale: a penalty on the distance between a cell and a reference
+    (see :meth:`_query_matrix`; 0 turns it off). None takes the model's
+    ``config.extra["position_weight"]`` / ``["time_scale"]`` where set, else (3, 0) for an
+    untrained model, whose embeddings carry no position (chosen with the click robot on the
+    train split, docs/INTERACTIVE.md), and (0, 0) for a trained one, whose spatio-temporal
+    head encodes position itself. xp: ``"numpy"`` (default) or ``"cupy"``.
     """
 
     def __init__(self, video: Any, k: int = 1, *, background_stride: int = 2, upsample: str = DEFAULT_METHOD,
-                 weighting: str = "majority", temperature: float = 0.1, position_weight: float = 0.0,
-                 time_scale: float = 1.0, xp: Any = None):
+                 weighting: str = "majority", temperature: float = 0.1, position_weight: float | None = None,
+                 time_scale: float | None = None, xp: Any = None):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(background_stride, bool) or not isinstance(background_stride, (int, np.integer)) \
@@ -264,6 +289,7 @@ class Session:
         if weighting not in ("majority", "softmax"):
             raise InputError(f"weighting must be 'majority' or 'softmax', got {weighting!r}")
         check_method(upsample)
+        position_weight, time_scale = _position_defaults(video.config, position_weight, time_scale)
         if not np.isfinite(position_weight) or position_weight < 0 or not np.isfinite(time_scale) or time_scale < 0:
             raise InputError(f"position_weight and time_scale must be finite and >= 0, got {position_weight!r}, "
                              f"{time_scale!r}")
@@ -279,10 +305,10 @@ class Session:
         self.stride = int(video.config.stride)  # pixels per cell side
         self.frame_size = tuple(int(s) for s in video.frame_size)  # (H, W) pixels
         t, h, w = self.shape
-        # float32 (T*h*w, d) once: every click reads all of it, so no per-click conversion.
         self.position_weight = float(position_weight)  # similarity lost per unit of distance^2 / 2
         self.time_scale = float(time_scale)  # position units per 100 frames along time
-        self.emb = self._query_matrix(emb)  # float32 (T*h*w, d[+5]) read by every click
+        # float32 (T*h*w, d[+5]) once: every click reads all of it, so no per-click conversion.
+        self.emb = self._query_matrix(emb)
         self.objects = ObjectMap()  # user ids <-> columns; column 0 is the background
         self.history: list[Annotation | _Removal] = []  # undo pops the last entry
         # References: cells of the video with a user label. Host arrays, appended to, never
@@ -477,7 +503,8 @@ class Session:
         if p.ndim == 1 and p.shape[0] == 2:
             p = p[None]
         if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] == 0:
-            raise InputError(f"frame {frame}: expected an (N, 2) array of pixel (x, y) with N >= 1, got shape {p.shape}")
+            raise InputError(f"frame {frame}: expected an (N, 2) array of pixel (x, y) with N >= 1, "
+                             f"got shape {p.shape}")
         hh, ww = self.frame_size
         bad = ~np.isfinite(p).all(axis=1) | (p[:, 0] < 0) | (p[:, 0] >= ww) | (p[:, 1] < 0) | (p[:, 1] >= hh)
         if bad.any():

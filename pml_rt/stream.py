@@ -234,7 +234,8 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(2)), int(m.group(1))
 
 
-def read_raw_frames(stream: IO[bytes], size: tuple[int, int], prefetch: int = 4, name: str = "stdin") -> Iterator[np.ndarray]:
+def read_raw_frames(stream: IO[bytes], size: tuple[int, int], prefetch: int = 4,
+                    name: str = "stdin") -> Iterator[np.ndarray]:
     """Yield uint8 (H, W, 3) frames from raw rgb24 bytes (H*W*3 per frame, no header).
 
     A background thread reads up to ``prefetch`` frames ahead, so reading overlaps the

@@ -18,6 +18,15 @@ def _xp_params():
         yield pytest.param(mod, id=name, marks=marks)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the embedding cache of CLI runs out of ~/.cache during tests."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PML_RT_CACHE", str(tmp_path_factory.mktemp("pml-rt-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(params=list(_xp_params()))
 def xp(request):
     """Each array module pml-rt supports (numpy; cupy where a GPU is present, else skipped)."""

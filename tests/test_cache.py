@@ -236,7 +236,8 @@ def test_cli_segment_uses_and_reuses_the_cache(tmp_path, capsys):
     for i, f in enumerate(frames):
         Image.fromarray(f).save(d / f"{i}.png")
     Image.fromarray(truth[0]).save(tmp_path / "m.png")
-    args = ["-q", "segment", str(d), "--backend", "onnxruntime", "--mask", str(tmp_path / "m.png"), "--cache-dir", str(tmp_path / "c")]
+    args = ["-q", "segment", str(d), "--backend", "onnxruntime", "--mask", str(tmp_path / "m.png"),
+            "--cache-dir", str(tmp_path / "c")]
     assert main(args + ["--out", str(tmp_path / "o1")]) == 0
     (entry, meta), = pcache.EmbeddingCache(tmp_path / "c").entries()
     stamp = (entry / "embeddings.f16").stat().st_mtime_ns

@@ -29,9 +29,10 @@ from pml_rt.cli import main
 from pml_rt.pipeline import segment_to_folder
 
 from .conftest import make_tiny_clip
-from .test_cache import WrapBackend, wrapped, write_mp4
+from .test_cache import wrapped, write_mp4
 
 CASES: Counter = Counter()
+OUTCOMES: Counter = Counter()  # how the cases run through segment_to_folder ended
 FAST = {"recent_frames": 0}  # propagation options that keep each case quick
 H, W, T = 32, 48, 3
 
@@ -120,7 +121,7 @@ def attempt(world: dict, seg, video, out: Path, mask=None, **kw) -> PmlError | N
     except UnicodeDecodeError as exc:
         if not _io_metadata_bug(exc):
             raise
-        CASES["(known io bug: non-UTF-8 video metadata)"] += 1
+        OUTCOMES["known io bug (non-UTF-8 video metadata)"] += 1
         assert fingerprint(out) == before
         return None
     except PmlError as exc:
@@ -129,7 +130,9 @@ def attempt(world: dict, seg, video, out: Path, mask=None, **kw) -> PmlError | N
         assert fingerprint(out) == before, "an error changed the earlier output"
         assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name], "temporary files left behind"
         check_cache(world)
+        OUTCOMES["clear error"] += 1
         return exc
+    OUTCOMES["segmented (damage was harmless)"] += 1
     assert res.num_frames >= 1 and len([p for p in out.iterdir() if p.suffix == ".png"]) >= res.num_frames
     check_cache(world)
     return None
@@ -453,5 +456,6 @@ def test_zz_report_how_many_cases_ran(capsys):
         pytest.skip("no hostile case ran in this session (run the whole module to count them)")
     with capsys.disabled():
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(CASES.items()))
-        print(f"\nhostile input: {total} cases tried ({detail})")
+        ends = ", ".join(f"{k}: {v}" for k, v in sorted(OUTCOMES.items()))
+        print(f"\nhostile input: {total} cases tried ({detail}); through segment_to_folder: {ends}")
     assert total > 0

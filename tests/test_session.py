@@ -234,6 +234,40 @@ def test_upsample_option_and_k5_vote_shares(clip, method):
     assert np.array_equal(s.mask(1), masks[1])
 
 
+def test_position_prior_defaults_follow_the_model():
+    import dataclasses
+
+    from pml_rt.registry import get_model_config
+    from pml_rt.session import UNTRAINED_POSITION_WEIGHT, _position_defaults
+
+    cfg = get_model_config()
+    assert not cfg.trained and _position_defaults(cfg, None, None) == (UNTRAINED_POSITION_WEIGHT, 0.0)
+    assert _position_defaults(dataclasses.replace(cfg, trained=True), None, None) == (0.0, 0.0)
+    assert _position_defaults(dataclasses.replace(cfg, extra={"position_weight": 1.5}), None, 2) == (1.5, 2.0)
+    video, gt = synthetic_video(2, (32, 48), 1)
+    assert video.session().position_weight == 0.0  # the synthetic clip's config turns it off
+    s = video.session(position_weight=2.0)
+    assert s.position_weight == 2.0 and s.emb.shape[1] == 16 + 5
+    with pytest.raises(InputError, match="position_weight"):
+        video.session(position_weight=-1)
+
+
+def test_position_prior_keeps_a_click_local():
+    """Identical embeddings everywhere: only the distance decides, so each cell takes its
+    nearest click's label (a Voronoi split of the frame)."""
+    from pml_rt.io import ArraySource
+    from pml_rt.registry import get_model_config
+    from pml_rt.segmenter import EmbeddedVideo
+
+    emb = np.zeros((2, 6, 8, 4), np.float16)
+    emb[..., 0] = 1
+    video = EmbeddedVideo(ArraySource(np.zeros((2, 48, 64, 3), np.uint8)), emb, get_model_config())
+    s = video.session(position_weight=1.0)
+    s.add_clicks(0, [[4, 4], [60, 44]], [1, 0])
+    cells = s.cell_labels()
+    assert cells[1, 0, 0] == 1 and cells[1, 5, 7] == 0 and cells[0, 1, 1] == 1 and cells[0, 4, 6] == 0
+
+
 def test_real_embedder_on_a_tiny_clip(segmenter, tiny_clip):
     frames, gt = tiny_clip
     video = segmenter.embed(frames, progress=False)

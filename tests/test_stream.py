@@ -109,8 +109,8 @@ def test_cli_stream_from_stdin_writes_masks(segmenter, tmp_path, monkeypatch, ca
     frames, truth = make_tiny_clip(frames=4, h=32, w=48)
     Image.fromarray(truth[0]).save(tmp_path / "m.png")
     _stdin(monkeypatch, frames.tobytes())
-    assert main(["-q", "segment", "-", "--stream", "48x32", "--backend", "onnxruntime", "--mask", str(tmp_path / "m.png"),
-                 "--out", str(tmp_path / "o")]) == 0
+    assert main(["-q", "segment", "-", "--stream", "48x32", "--backend", "onnxruntime",
+                 "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "wrote 4 masks" in out and "frames/s" in out
     want = segmenter.embed(frames, progress=False).propagate(truth[0])
@@ -123,7 +123,8 @@ def test_cli_stream_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
     frames, truth = make_tiny_clip(frames=3, h=32, w=48)
     Image.fromarray(truth[0]).save(tmp_path / "m.png")
-    base = ["-q", "segment", "-", "--backend", "onnxruntime", "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o")]
+    base = ["-q", "segment", "-", "--backend", "onnxruntime", "--mask", str(tmp_path / "m.png"),
+            "--out", str(tmp_path / "o")]
     cases = [(["--stream", "48x32"], frames.tobytes()[:-7], "ended inside frame 2"),
              (["--stream", "48x32"], b"", "no frames"),
              (["--stream", "64x32"], frames.tobytes(), "size"),  # 3 frames of 48x32 read as 64x32: mask misfits
@@ -141,8 +142,8 @@ def test_cli_stream_through_a_real_pipe(tmp_path):
 
     frames, truth = make_tiny_clip(frames=3, h=32, w=48)
     Image.fromarray(truth[0]).save(tmp_path / "m.png")
-    r = subprocess.run([sys.executable, "-m", "pml_rt.cli", "-q", "segment", "-", "--stream", "48x32", "--fps", "25", "--backend", "onnxruntime",
-                        "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o")],
+    r = subprocess.run([sys.executable, "-m", "pml_rt.cli", "-q", "segment", "-", "--stream", "48x32", "--fps", "25",
+                        "--backend", "onnxruntime", "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o")],
                        input=frames.tobytes(), capture_output=True)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["00000.png", "00001.png", "00002.png"]
@@ -156,6 +157,6 @@ def test_cli_stream_from_a_video_file(tmp_path, capsys):
     frames, truth = make_tiny_clip(frames=3, h=32, w=48)
     write_mp4(tmp_path / "v.mp4", frames)
     Image.fromarray(truth[0]).save(tmp_path / "m.png")
-    assert main(["-q", "segment", str(tmp_path / "v.mp4"), "--stream", "--backend", "onnxruntime", "--mask", str(tmp_path / "m.png"),
-                 "--out", str(tmp_path / "o")]) == 0
+    assert main(["-q", "segment", str(tmp_path / "v.mp4"), "--stream", "--backend", "onnxruntime",
+                 "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o")]) == 0
     assert len(list((tmp_path / "o").iterdir())) == 3 and "input 25 frames/s" in capsys.readouterr().out

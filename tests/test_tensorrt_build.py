@@ -391,6 +391,7 @@ def _status(monkeypatch, ort=True, trt=False, torch=None, cuda=False):
             ("torch", torch is not None, torch or "missing")]
     monkeypatch.setattr(backends, "backend_status", lambda: rows)
     monkeypatch.setattr(backends, "_cuda_ok", lambda: (cuda, "" if cuda else "no CUDA device"))
+    monkeypatch.setattr(backends, "_ort_ok", lambda: ort)
 
 
 @pytest.mark.parametrize("env, kwargs, expected", [

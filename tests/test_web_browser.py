@@ -59,7 +59,9 @@ def browser():
                                    reason="Playwright for Python is not installed (pip install playwright)")
     exe = _chromium()
     if exe is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set PML_RT_CHROMIUM)")
+        env = os.environ.get("PML_RT_CHROMIUM")
+        pytest.skip(f"PML_RT_CHROMIUM={env} is not a file" if env
+                    else "no Chromium found (apt-get install chromium, or set PML_RT_CHROMIUM)")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         yield b
@@ -338,3 +340,62 @@ def test_click_to_screen_on_davis_480p(browser, data_root, tmp_path):
         context.close()
     finally:
         stop_cli(proc)
+
+
+@pytest.mark.slow
+def test_web_layer_alone_click_to_screen_480p(browser, tmp_path):
+    """The web layer's share of click-to-screen at 854x480, 100 frames: a session stand-in
+    that answers at once (ZeroCostSession) leaves HTTP, PNG, decoding, drawing and paint."""
+    from pml_rt.registry import get_model_config
+    from pml_rt.segmenter import EmbeddedVideo
+    from pml_rt.web.server import start_in_thread
+    from pml_rt.web.state import Annotator
+
+    n, h, w = 100, 480, 854
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.empty((n, h, w, 3), np.uint8)
+    masks = np.zeros((n, h, w), np.uint8)
+    for t in range(n):
+        frames[t] = np.stack([(xx + 3 * t) % 256, (yy * 255) // h, np.full_like(xx, 90)], -1)
+        masks[t][((xx - 300 - 2 * t) ** 2 + (yy - 240) ** 2) < 90 ** 2] = 1  # a moving disc
+        masks[t][(np.abs(xx - 600) < 60) & (np.abs(yy - 150 - t) < 40)] = 2
+
+    class FreeSegmenter:  # embeddings are not needed by the stand-in
+        def embed(self, source, progress=False):
+            for _ in source:
+                pass
+            return EmbeddedVideo(source, np.zeros((n, 60, 107, 1), np.float16), get_model_config())
+
+    class ZeroCostSession:  # test double: the masks are known, each call costs nothing
+        def __init__(self, video):
+            pass
+
+        def add_clicks(self, frame, points, labels):
+            pass
+
+        def mask(self, frame):
+            return masks[frame]
+
+        def cell_labels(self):
+            return masks[:, 4::8, 4::8]
+
+    annotator = Annotator(frames, tmp_path / "out", segmenter=FreeSegmenter(), session_factory=ZeroCostSession)
+    server = start_in_thread(annotator)
+    context, page, problems = open_page(browser, server.url, viewport=(1280, 720))
+    try:
+        wait_js(page, "pml.ready", timeout=120)
+        wait_js(page, "pml.frameDrawn === 0")
+        times = []
+        for k in range(12):
+            times.append(annotate_and_time(page, 300 + 5 * k, 240, (h, w), k, button="left" if k % 2 else "right"))
+            time.sleep(0.5)
+        screen = [t["screen_ms"] for t in times]
+        print(f"\nweb layer alone, {n} frames {w}x{h}: click -> screen median {statistics.median(screen):.1f} ms "
+              f"(drawn {statistics.median(t['drawn_ms'] for t in times):.1f} ms), max {max(screen):.1f} ms")
+        for t in times[:4]:
+            print(f"  screen {t['screen_ms']:6.1f} ms  {parts(t)}  server: {t['server_timing']}")
+        assert page.evaluate("() => pml.maskPixel(300, 240)") == OBJECT_1
+        assert not problems, problems
+    finally:
+        context.close()
+        server.stop()

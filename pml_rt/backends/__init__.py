@@ -89,6 +89,10 @@ def create_backend(name: str, cfg: ModelConfig, **kwargs: Any) -> Backend:
     raise InputError(f"unknown backend {name!r}; valid: auto, {', '.join(BACKENDS)}")
 
 
+def _ort_ok() -> bool:
+    return available("onnxruntime")[0]
+
+
 def _torch_cuda(status: dict) -> bool:
     ok_t, why_t = status["torch"]
     return bool(ok_t and "CUDA" in why_t and _cuda_ok()[0])
@@ -96,6 +100,10 @@ def _torch_cuda(status: dict) -> bool:
 
 def _pick_auto(cfg: ModelConfig, kwargs: dict) -> tuple[str, str]:
     """Fastest present: TensorRT engine on a GPU > torch on CUDA > ONNX Runtime (CPU)."""
+    if not _cuda_ok()[0] and _ort_ok():
+        # Every GPU path returns CuPy arrays; without a CUDA device seen by CuPy, skip probing
+        # torch and TensorRT (importing torch alone costs seconds at start-up).
+        return "onnxruntime", "no CUDA device (CuPy); ONNX Runtime runs the packaged model on the CPU"
     status = {n: (ok, why) for n, ok, why in backend_status()}
     if status["tensorrt"][0]:
         if kwargs.get("engine_path"):

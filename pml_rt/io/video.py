@@ -312,7 +312,7 @@ class ContainerSource(VideoSource):
     def _open(self) -> tuple[Any, Any]:
         av = self._av
         try:
-            container = av.open(self.path, mode="r")
+            container = av.open(self.path, mode="r", metadata_errors="replace")
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"video '{self.path}' cannot be opened ({exc})") from exc
         if not container.streams.video:
