@@ -114,37 +114,62 @@ def reference_pool(ref_emb: Any, ref_labels: Any, background_stride: int = 1) ->
     return ref_emb.reshape(h * w, -1)[idx], ref_labels.reshape(-1)[idx].astype(xp.int32)
 
 
-def _pass(emb: Any, frames: range, ref_frame: int, ref_labels: Any, num_labels: int,
-          cfg: PropagationConfig, xp: Any) -> Iterator[tuple[int, Any]]:
-    h, w = ref_labels.shape
-    ref_emb = _frame(emb, ref_frame, xp)
-    base_refs, base_labels = reference_pool(ref_emb, ref_labels, cfg.background_stride)
-    adapted: deque[tuple[Any, Any]] = deque()
-    n_adapted = 0
-    recent: deque[tuple[Any, Any]] = deque(maxlen=max(cfg.recent_frames, 1))
-    if cfg.recent_frames:
-        recent.append((ref_emb, ref_labels.astype(xp.int32)))
-    for t in frames:
-        q = _frame(emb, t, xp)
-        if adapted:
-            refs = xp.concatenate([base_refs] + [a for a, _ in adapted])
-            labels = xp.concatenate([base_labels] + [b for _, b in adapted])
+class Tracker:
+    """Labels one frame after another from an annotated frame, keeping the reference state.
+
+    Holds the annotated frame's reference cells, the bounded pool of adapted references
+    (online adaptation) and the last ``cfg.recent_frames`` frames with their predictions.
+    Used by :func:`propagate_scores` (each direction from the annotated frame) and by live
+    streams, which see each frame once.
+    """
+
+    def __init__(self, ref_emb: Any, ref_labels: Any, num_labels: int, cfg: PropagationConfig):
+        xp = get_xp(ref_emb)
+        self.xp, self.cfg, self.num_labels = xp, cfg, num_labels
+        self.shape = tuple(ref_labels.shape)  # (h, w) cells
+        self.base_refs, self.base_labels = reference_pool(ref_emb, ref_labels, cfg.background_stride)
+        self.adapted: deque[tuple[Any, Any]] = deque()  # (refs (m, d), labels (m,)), oldest first
+        self.n_adapted = 0  # rows in ``adapted``, kept <= cfg.adaptation_cap
+        self.recent: deque[tuple[Any, Any]] = deque(maxlen=max(cfg.recent_frames, 1))  # (emb, labels)
+        if cfg.recent_frames:
+            self.recent.append((ref_emb, ref_labels.astype(xp.int32)))
+
+    @property
+    def pool_size(self) -> int:
+        """References searched globally: annotated cells plus adapted ones."""
+        return int(self.base_refs.shape[0]) + self.n_adapted
+
+    def step(self, q: Any) -> Any:
+        """Scores float32 (C, h, w) of frame embedding ``q`` float32 (h, w, d); updates the state."""
+        xp, cfg = self.xp, self.cfg
+        h, w = self.shape
+        if self.adapted:
+            refs = xp.concatenate([self.base_refs] + [a for a, _ in self.adapted])
+            labels = xp.concatenate([self.base_labels] + [b for _, b in self.adapted])
         else:
-            refs, labels = base_refs, base_labels
-        scores, unanimous = label_frame(q, refs, labels, list(recent) if cfg.recent_frames else [], num_labels, cfg)
+            refs, labels = self.base_refs, self.base_labels
+        recent = list(self.recent) if cfg.recent_frames else []
+        scores, unanimous = label_frame(q, refs, labels, recent, self.num_labels, cfg)
         pred = xp.argmax(scores, axis=1).astype(xp.int32)
-        if cfg.online_adaptation:
+        if cfg.online_adaptation and cfg.adaptation_cap:
             sel = xp.nonzero(unanimous)[0]
             step = -(-int(sel.shape[0]) // max(cfg.adaptation_cap // 4, 1))
-            sel = sel[::max(step, 1)]  # at most a quarter of the cap per frame, spread evenly
-            if sel.shape[0] and cfg.adaptation_cap:
-                adapted.append((q.reshape(h * w, -1)[sel], pred[sel]))
-                n_adapted += int(sel.shape[0])
-                while n_adapted > cfg.adaptation_cap and adapted:
-                    n_adapted -= int(adapted.popleft()[1].shape[0])
+            sel = sel[:: max(step, 1)]  # at most a quarter of the cap per frame, spread evenly
+            if sel.shape[0]:
+                self.adapted.append((q.reshape(h * w, -1)[sel], pred[sel]))
+                self.n_adapted += int(sel.shape[0])
+                while self.n_adapted > cfg.adaptation_cap and self.adapted:
+                    self.n_adapted -= int(self.adapted.popleft()[1].shape[0])
         if cfg.recent_frames:
-            recent.append((q, pred.reshape(h, w)))
-        yield t, scores.T.reshape(num_labels, h, w)
+            self.recent.append((q, pred.reshape(h, w)))
+        return scores.T.reshape(self.num_labels, h, w)
+
+
+def _pass(emb: Any, frames: range, ref_frame: int, ref_labels: Any, num_labels: int,
+          cfg: PropagationConfig, xp: Any) -> Iterator[tuple[int, Any]]:
+    tracker = Tracker(_frame(emb, ref_frame, xp), ref_labels, num_labels, cfg)
+    for t in frames:
+        yield t, tracker.step(_frame(emb, t, xp))
 
 
 def propagate_scores(emb: Any, ref_frame: int, ref_labels: Any, num_labels: int,

@@ -2,7 +2,7 @@
 
 The method needs no later frame to label the current one, so a camera or a pipe can be
 segmented forward, one frame at a time: each frame is embedded when it comes and labelled
-by :func:`pml_rt.propagate.label_frame` against the first frame's references, a bounded
+by :class:`pml_rt.propagate.Tracker` against the first frame's references, a bounded
 deque of adapted references and the last few frames (exactly the forward pass of
 :func:`pml_rt.propagate.propagate_scores`, so the masks equal ``propagate(mask, frame=0)``
 on the same frames). Memory does not grow with the length of the stream.
@@ -29,7 +29,8 @@ import numpy as np
 from .annotations import ObjectMap, cell_labels
 from .errors import InputError
 from .io import read_mask
-from .propagate import PropagationConfig, label_frame, reference_pool
+from .io.video import check_fps
+from .propagate import PropagationConfig, Tracker
 from .upsample import needs_guide, upsample_labels
 
 log = logging.getLogger("pml_rt")
@@ -91,12 +92,7 @@ class LiveSegmentation(Iterator[np.ndarray]):
     def __init__(self, segmenter: Any, frames: Iterable[np.ndarray], mask: Any, cfg: PropagationConfig, *,
                  upsample: str, input_fps: float | None = None):
         fps = input_fps if input_fps is not None else getattr(frames, "fps", None) or DEFAULT_INPUT_FPS
-        try:
-            ok = float(fps) > 0 and np.isfinite(float(fps))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise InputError(f"input_fps must be a positive number; got {fps!r}")
+        check_fps(fps, "input_fps")
         self.segmenter = segmenter
         self.cfg = cfg
         self.upsample = upsample
@@ -163,13 +159,8 @@ class LiveSegmentation(Iterator[np.ndarray]):
         ref_emb = self._embed(first, 0)
         if ref_emb.shape[:2] != (h, w):  # pragma: no cover - a model with another stride
             raise InputError(f"the model gave {ref_emb.shape[:2]} cells for a {size} frame; expected {(h, w)}")
-        base_refs, base_labels = reference_pool(ref_emb, ref_labels, cfg.background_stride)
-        adapted: deque[tuple[np.ndarray, np.ndarray]] = deque()
-        n_adapted = 0
-        recent: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=max(cfg.recent_frames, 1))
-        if cfg.recent_frames:
-            recent.append((ref_emb, ref_labels.astype(np.int32)))
-        self._account(time.perf_counter() - w0, int(base_refs.shape[0]), t_start)
+        tracker = Tracker(ref_emb, ref_labels, c, cfg)
+        self._account(time.perf_counter() - w0, tracker.pool_size, t_start)
         yield user_mask
         t = 0
         while True:
@@ -181,29 +172,12 @@ class LiveSegmentation(Iterator[np.ndarray]):
             w0 = time.perf_counter()
             frame = self._check(frame, t, size)
             q = self._embed(frame, t)
-            if adapted:
-                refs = np.concatenate([base_refs] + [a for a, _ in adapted])
-                labels = np.concatenate([base_labels] + [b for _, b in adapted])
-            else:
-                refs, labels = base_refs, base_labels
-            scores, unanimous = label_frame(q, refs, labels, list(recent) if cfg.recent_frames else [], c, cfg)
-            pred = np.argmax(scores, axis=1).astype(np.int32)
-            if cfg.online_adaptation:  # as propagate's forward pass: bounded by cfg.adaptation_cap
-                sel = np.nonzero(unanimous)[0]
-                step = -(-int(sel.shape[0]) // max(cfg.adaptation_cap // 4, 1))
-                sel = sel[::max(step, 1)]
-                if sel.shape[0] and cfg.adaptation_cap:
-                    adapted.append((q.reshape(h * w, -1)[sel], pred[sel]))
-                    n_adapted += int(sel.shape[0])
-                    while n_adapted > cfg.adaptation_cap and adapted:
-                        n_adapted -= int(adapted.popleft()[1].shape[0])
-            if cfg.recent_frames:
-                recent.append((q, pred.reshape(h, w)))
-            s16 = scores.T.reshape(c, h, w).astype(np.float16)
+            pool = tracker.pool_size
+            s16 = tracker.step(q).astype(np.float16)
             ids = upsample_labels(s16.astype(np.float32), size, self.upsample, frame if guide_needed else None,
                                   stride=stride)
             out = lut[ids]
-            self._account(time.perf_counter() - w0, int(refs.shape[0]), t_start)
+            self._account(time.perf_counter() - w0, pool, t_start)
             now = time.monotonic()
             if now - last_report >= REPORT_SECONDS:
                 log.info("live: %s", stats.summary())

@@ -18,6 +18,7 @@ from .._optional import require
 from ..errors import InputError, MissingDependencyError
 from .masks import DAVIS_PALETTE, read_mask
 from .outputs import atomic_write_path
+from .video import check_fps
 
 #: Suffixes :func:`write_overlay_video` writes (H.264 or MPEG-4 Part 2 video).
 OVERLAY_VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".mkv")
@@ -123,12 +124,7 @@ def write_overlay_video(
             f"overlay video '{final}' has suffix {final.suffix!r}; expected one of "
             f"{', '.join(OVERLAY_VIDEO_EXTENSIONS)}"
         )
-    try:
-        ok = float(fps) > 0 and np.isfinite(float(fps))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"fps must be a positive number; got {fps!r}")
+    check_fps(fps)
     av = require("av", "writing overlay videos")
     codec = _pick_codec(av)
     rate = Fraction(float(fps)).limit_denominator(1001)

@@ -158,7 +158,7 @@ class ArraySource(VideoSource):
                         f"{size0} like frame 0 (all frames must have one size)"
                     )
             self._frames = arrays
-        _check_fps(fps)
+        check_fps(fps)
         first = self._frames[0]
         super().__init__((first.shape[0], first.shape[1]), fps)
 
@@ -180,13 +180,14 @@ def _natural_key(name: str) -> tuple[list[Any], str]:
     return key, name
 
 
-def _check_fps(fps: float) -> None:
+def check_fps(fps: float, name: str = "fps") -> None:
+    """Raise :class:`InputError` unless ``fps`` is a finite positive number."""
     try:
         ok = float(fps) > 0 and np.isfinite(float(fps))
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise InputError(f"fps must be a positive number; got {fps!r}")
+        raise InputError(f"{name} must be a positive number; got {fps!r}")
 
 
 class FolderSource(VideoSource):
@@ -236,7 +237,7 @@ class FolderSource(VideoSource):
                 )
             sizes.append((h, w))
         size = sizes[0]
-        _check_fps(fps)
+        check_fps(fps)
         super().__init__(size, fps)
 
     def __len__(self) -> int:
@@ -306,7 +307,7 @@ class ContainerSource(VideoSource):
         finally:
             container.close()
         if fps is not None:
-            _check_fps(fps)
+            check_fps(fps)
         super().__init__(size, file_fps if fps is None else fps)
 
     def _open(self) -> tuple[Any, Any]:
