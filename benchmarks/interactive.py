@@ -38,7 +38,8 @@ from pml_rt.robots import (  # noqa: E402
     summarize_click_runs,
     synthetic_video,
 )
-from pml_rt.upsample import DEFAULT_METHOD, METHODS  # noqa: E402
+from pml_rt.session import INTERACTIVE_UPSAMPLE  # noqa: E402
+from pml_rt.upsample import METHODS  # noqa: E402
 
 
 def _videos(args: argparse.Namespace):
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--position-weight", type=float, default=None,
                    help="session position_weight (default: the session's)")
     p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
-    p.add_argument("--upsample", choices=METHODS, default=DEFAULT_METHOD)
+    p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
+                   help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
     p.add_argument("--synthetic-frames", type=int, default=20)
     p.add_argument("--out", default="runs/interactive", help="output folder (default runs/interactive)")

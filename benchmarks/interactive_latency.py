@@ -24,7 +24,8 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from pml_rt.davis import default_data_root  # noqa: E402
 from pml_rt.robots import davis_videos, format_latency, measure_latency, robot_clicks, synthetic_video  # noqa: E402
-from pml_rt.upsample import DEFAULT_METHOD, METHODS  # noqa: E402
+from pml_rt.session import INTERACTIVE_UPSAMPLE  # noqa: E402
+from pml_rt.upsample import METHODS  # noqa: E402
 
 TARGETS = {"to_labels": 0.050, "to_mask": 0.070, "to_masks": 1.0}
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=None, help="neighbours per vote (default: the session's)")
     p.add_argument("--position-weight", type=float, default=None)
-    p.add_argument("--upsample", choices=METHODS, default=DEFAULT_METHOD)
+    p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
+                   help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--cache", default="runs/interactive/embeddings", help="embedding cache folder")
     args = p.parse_args(argv)
     opts = {"upsample": args.upsample}

@@ -306,6 +306,10 @@ class Bench:
             scores[t] = s
         return st, scores
 
+    def _guide(self, t: int, method: str) -> Any:
+        """Frame t on the array module, where ``method`` needs the frame as guide."""
+        return self.xp.asarray(self.clip.frames[t]) if needs_guide(method) else None
+
     def upsample(self, scores: dict[int, Any], methods: list[str]) -> list[np.ndarray]:
         xp = self.xp
         masks: list[np.ndarray] = []
@@ -325,7 +329,8 @@ class Bench:
                 self.info.setdefault("notes", []).append(f"upsample {method} on {xp.__name__} failed: "
                                                          f"{type(exc).__name__}: {exc}")
         if DEFAULT_METHOD not in methods:  # the write stage still needs masks
-            masks = [lut[upsample_labels(s, self.hw, DEFAULT_METHOD, stride=self.cfg.stride)] for s in scores.values()]
+            masks = [lut[upsample_labels(s, self.hw, DEFAULT_METHOD, self._guide(t, DEFAULT_METHOD),
+                                         stride=self.cfg.stride)] for t, s in scores.items()]
         return masks
 
     # end to end -------------------------------------------------------------------------------
@@ -346,7 +351,8 @@ class Bench:
             for _ in range(n - 1):
                 t0 = time.perf_counter()
                 t, s = next(it)
-                labels = upsample_labels(s, self.hw, DEFAULT_METHOD, None, stride=self.cfg.stride)
+                labels = upsample_labels(s, self.hw, DEFAULT_METHOD, self._guide(t, DEFAULT_METHOD),
+                                         stride=self.cfg.stride)
                 mask = lut[labels]
                 write_palette_png(out / f"{self.clip.names[t]}.png", cp.asnumpy(mask) if cp is not None else mask)
                 st.ms.append((time.perf_counter() - t0) * 1e3)
@@ -361,7 +367,8 @@ class Bench:
             pending = []
             steps = propagate_scores(emb, 0, xp.asarray(self.ref), self.num_labels, PropagationConfig(), xp=xp)
             for t, s in itertools.islice(steps, n - 1):  # the forward pass; frame 0 is the reference
-                labels = upsample_labels(s, self.hw, DEFAULT_METHOD, None, stride=self.cfg.stride)
+                labels = upsample_labels(s, self.hw, DEFAULT_METHOD, self._guide(t, DEFAULT_METHOD),
+                                         stride=self.cfg.stride)
                 mask = lut[labels]
                 host = cp.asnumpy(mask) if cp is not None else mask
                 pending.append(writers.submit(write_palette_png, out / f"{self.clip.names[t]}.png", host))
