@@ -8,8 +8,9 @@ mask, and to every mask, on a 100-frame 480p video.
 The clicks are the click robot's (random wrong pixels, labelled from the ground truth), so
 each measured click lands on a session that already holds ``--warmup`` clicks, as in use.
 Every path is replayed on a fresh session with the same clicks; the table gives median,
-90th percentile and max, and each median over a "memory floor" (one read of the float32
-embeddings, timed in the same loop) so that a busy shared machine shows as a ratio.
+90th percentile and max, and each median over a floor (one matrix-vector product over the
+float32 embeddings, timed in the same loop: the least an exact kNN update can cost) so that
+a busy shared machine shows as a ratio.
 Targets (issue 4, 2-core machine): labels <= 50 ms, mask(frame) <= 70 ms, masks() <= 1 s.
 """
 

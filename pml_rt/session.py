@@ -42,7 +42,7 @@ import numpy as np
 from .annotations import ObjectMap, cell_labels
 from .errors import InputError, StateError
 from .io import read_mask
-from .knn import NEG, Candidates, global_topk, topk, vote
+from .knn import NEG, Candidates, topk, vote
 from .scribbles import polyline_pixels
 from .upsample import check_method, needs_guide, upsample_labels
 from .xp import get_xp, to_device, to_host
@@ -277,7 +277,7 @@ class Session:
     (default ``"bilinear"``, fast enough for every click; ``"bilateral-solver"``, the
     package's default elsewhere, follows edges but takes tens of ms a frame).
     position_weight, time_scale: a penalty on the distance between a cell and a reference
-    (see :meth:`_query_matrix`; 0 turns it off). None takes the model's
+    (see :meth:`_nearest`; 0 turns it off). None takes the model's
     ``config.extra["position_weight"]`` / ``["time_scale"]`` where set, else (3, 0) for an
     untrained model, whose embeddings carry no position (chosen with the click robot on the
     train split, docs/INTERACTIVE.md), and (0, 0) for a trained one, whose spatio-temporal
@@ -313,8 +313,9 @@ class Session:
         t, h, w = self.shape
         self.position_weight = float(position_weight)  # similarity lost per unit of distance^2 / 2
         self.time_scale = float(time_scale)  # position units per 100 frames along time
-        # float32 (T*h*w, d[+5]) once: every click reads all of it, so no per-click conversion.
-        self.emb = self._query_matrix(emb)
+        # float32 (T*h*w, d) once: every click reads all of it, so no per-click conversion.
+        self.emb = self.xp.ascontiguousarray(to_device(emb, self.xp).reshape(t * h * w, -1), dtype=self.xp.float32)
+        self._pos = self._axes()  # cell centres along x, y and t, for the position penalty
         self.objects = ObjectMap()  # user ids <-> columns; column 0 is the background
         self.history: list[Annotation | _Removal] = []  # undo pops the last entry
         # References: cells of the video with a user label. Host arrays, appended to, never
@@ -587,48 +588,71 @@ class Session:
         self._best = self._best[keep]
         self._src = self._src[keep]
 
-    def _query_matrix(self, emb: Any) -> Any:
-        """float32 (T*h*w, d) rows to search with; with ``position_weight`` a > 0, five more
-        columns [a*x, a*y, a*z, 1, -a^2 |p|^2 / 2] so that a query row times a reference row
-        with its last two entries swapped is e.e' - a^2 |p - p'|^2 / 2: the similarity less a
-        penalty on the spatio-temporal distance. p = (x, y) cell centre in units of the
-        frame's longer side and z = time_scale * t / 100.
-        """
+    def _axes(self) -> tuple[Any, Any, Any]:
+        """Cell positions along x (w,), y (h,) and time (T,), float32: (x, y) the cell centre in
+        units of the frame's longer side, time ``time_scale * t / 100``."""
         xp = self.xp
         t, h, w = self.shape
-        e = to_device(emb, xp).reshape(t * h * w, -1)
-        if self.position_weight == 0:
-            return xp.ascontiguousarray(e, dtype=xp.float32)
-        a = self.position_weight
         side = float(max(self.frame_size))
-        out = xp.empty((t * h * w, e.shape[1] + 5), dtype=xp.float32)
-        out[:, : e.shape[1]] = e
-        tt, yy, xx = (g.reshape(-1) for g in xp.meshgrid(xp.arange(t), xp.arange(h), xp.arange(w), indexing="ij"))
-        p = xp.stack([(xx + 0.5) * self.stride / side, (yy + 0.5) * self.stride / side,
-                      tt * (self.time_scale / 100.0)], axis=1).astype(xp.float32)
-        d = e.shape[1]
-        out[:, d:d + 3] = a * p
-        out[:, d + 3] = 1.0
-        out[:, d + 4] = -0.5 * a * a * (p * p).sum(axis=1)
-        return out
+        return ((xp.arange(w, dtype=xp.float32) + 0.5) * (self.stride / side),
+                (xp.arange(h, dtype=xp.float32) + 0.5) * (self.stride / side),
+                xp.arange(t, dtype=xp.float32) * xp.float32(self.time_scale / 100.0))
 
-    def _ref_vectors(self, cells: np.ndarray) -> Any:
-        """float32 (M, D) reference rows of cells: their query rows, last two entries swapped."""
-        refs = self.emb[to_device(cells, self.xp)]
-        if self.position_weight:
-            refs[:, [-2, -1]] = refs[:, [-1, -2]]
-        return refs
-
-    def _nearest(self, queries: Any, ref_ids: np.ndarray) -> tuple[Any, Any]:
-        """Best min(k, M) similarities (n, k) and reference ids (n, k) of ``queries`` among ``ref_ids``."""
+    def _penalty(self, rows: Any, cells: Any) -> Any:
+        """float32 (n, m): a^2 |p - p'|^2 / 2 between cells ``rows`` (n,) (None: every cell, in
+        order) and reference cells ``cells`` (m,), a = ``position_weight``."""
         xp = self.xp
-        refs = self._ref_vectors(self.ref_cell[ref_ids])
+        t, h, w = self.shape
+        px, py, pz = self._pos
+        half = xp.float32(self.position_weight ** 2 / 2)
+        rt, rest = cells // (h * w), cells % (h * w)
+        if rows is None:  # (T, h*w, m) as one spatial map plus one temporal vector
+            sp = (px[None, :, None] - px[rest % w][None, None, :]) ** 2 \
+                + (py[:, None, None] - py[rest // w][None, None, :]) ** 2  # (h, w, m)
+            tm = (pz[:, None] - pz[rt][None, :]) ** 2  # (T, m)
+            return ((sp.reshape(1, h * w, -1) + tm[:, None, :]) * half).reshape(t * h * w, -1)
+        qt, qrest = rows // (h * w), rows % (h * w)
+        d2 = (px[qrest % w][:, None] - px[rest % w][None, :]) ** 2 \
+            + (py[qrest // w][:, None] - py[rest // w][None, :]) ** 2 \
+            + (pz[qt][:, None] - pz[rt][None, :]) ** 2
+        return d2 * half
+
+    def _nearest(self, rows: Any, ref_ids: np.ndarray, chunk_bytes: int = 16 << 20) -> tuple[Any, Any]:
+        """Best min(k, M) scores (n, k) and reference ids (n, k) of cells ``rows`` (None: every
+        cell) among references ``ref_ids``; padded with NEG / -1 where M < k.
+
+        score = e.e' - position_weight^2 |p - p'|^2 / 2: the embedding similarity less a
+        penalty on the distance, computed apart so the embeddings stay (N, d) and aligned.
+        """
+        xp = self.xp
+        n = self.emb.shape[0] if rows is None else int(rows.shape[0])
+        cells = to_device(self.ref_cell[ref_ids], xp)
+        refs = self.emb[cells]  # (m, d)
         ids = to_device(ref_ids.astype(np.int32), xp)
-        if len(ref_ids) == 1 and self.k == 1:  # one click: a matrix-vector product
-            return (queries @ refs[0])[:, None], xp.broadcast_to(ids, (queries.shape[0], 1))
-        c = global_topk(queries, refs, xp.arange(len(ref_ids), dtype=xp.int32), self.k)
-        src = xp.where(c.labels >= 0, ids[xp.maximum(c.labels, 0)], -1)
-        return c.sims, src
+        m, k = len(ref_ids), self.k
+        if m == 1 and k == 1 and rows is None:  # one click: a matrix-vector product over the video
+            s = self.emb @ refs[0]
+            if self.position_weight:
+                s -= self._penalty(None, cells)[:, 0]
+            return s[:, None], xp.broadcast_to(ids, (n, 1))
+        sims_out = xp.full((n, k), NEG, dtype=xp.float32)
+        src_out = xp.full((n, k), -1, dtype=xp.int32)
+        kk = min(k, m)
+        step = max(1, int(chunk_bytes // (4 * m)))
+        ref_t = xp.ascontiguousarray(refs.T)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            q = self.emb[a:b] if rows is None else self.emb[rows[a:b]]
+            sims = q @ ref_t
+            if self.position_weight:
+                sims -= self._penalty(xp.arange(a, b) if rows is None else rows[a:b], cells)
+            if kk == 1:
+                idx = xp.argmax(sims, axis=1)[:, None]
+            else:
+                idx = topk(sims, kk)
+            sims_out[a:b, :kk] = xp.take_along_axis(sims, idx, axis=1)
+            src_out[a:b, :kk] = ids[idx]
+        return sims_out, src_out
 
     def _merge(self, col: int, rows: Any, sims: Any, src: Any) -> Any:
         """Merge candidates (n, k) into column ``col`` at ``rows`` (None = all); return changed rows."""
@@ -660,7 +684,7 @@ class Session:
             if col_filter is not None and col != col_filter:
                 continue
             mine = ref_ids[self.ref_obj[ref_ids] == obj]
-            sims, src = self._nearest(self.emb, mine)
+            sims, src = self._nearest(None, mine)
             changed.append(self._merge(col, None, sims, src))
         return self._union(changed)
 
@@ -685,7 +709,7 @@ class Session:
             self._src[col, rows] = -1
             alive = np.flatnonzero(self.ref_active & (self.ref_obj == obj))
             if len(alive):
-                sims, src = self._nearest(self.emb[rows], alive)
+                sims, src = self._nearest(rows, alive)
                 self._merge(col, rows, sims, src)
             changed.append(rows)
         return self._union(changed)

@@ -313,7 +313,7 @@ def test_workers_that_cannot_start_stop_the_batch_with_the_cause(ray_local, data
 @needs_ray
 @pytest.mark.skipif(not HAVE_SESSION, reason=f"pml_rt.session is not there yet ({WHY_NO_SESSION})")
 def test_clicks_rows_equal_the_session_api(ray_local, tmp_path: Path) -> None:
-    from pml_rt.batch import run_batch
+    from pml_rt.batch import BatchOptions, run_batch
     from pml_rt.segmenter import Segmenter
 
     video = _make_video(tmp_path / "v", seed=3)
@@ -322,7 +322,7 @@ def test_clicks_rows_equal_the_session_api(ray_local, tmp_path: Path) -> None:
     (tmp_path / "m.jsonl").write_text(json.dumps({"video": "v", "clicks": "c.json"}) + "\n")
     report = run_batch(tmp_path / "m.jsonl", tmp_path / "out", workers=1, progress=False)
     assert report.done == 1, report.rows
-    session = Segmenter().embed(video, progress=False).session()
+    session = Segmenter().embed(video, progress=False).session(upsample=BatchOptions().upsample)
     session.add_clicks(0, clicks["points"], clicks["labels"])
     want = np.asarray(session.masks())
     got = _masks(tmp_path / "out" / "v")

@@ -29,9 +29,15 @@ def brute_force_labels(s: Session) -> np.ndarray:
     emb = to_host(s.emb).astype(np.float64)
     active = np.flatnonzero(s.ref_active)
     refs = emb[s.ref_cell[active]]
-    if s.position_weight:
-        refs[:, [-2, -1]] = refs[:, [-1, -2]]
     sims = emb @ refs.T  # (N, M)
+    if s.position_weight:  # less a^2 |p - p'|^2 / 2, p = cell centre / longer side, t * time_scale / 100
+        t, h, w = s.shape
+        tt, yy, xx = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+        side = max(s.frame_size)
+        p = np.stack([(xx.ravel() + 0.5) * 8 / side, (yy.ravel() + 0.5) * 8 / side,
+                      tt.ravel() * s.time_scale / 100], axis=1)
+        d2 = ((p[:, None, :] - p[s.ref_cell[active]][None, :, :]) ** 2).sum(axis=2)
+        sims = sims - s.position_weight ** 2 / 2 * d2
     ids = s.ref_obj[active]
     cols = np.array([s.object_columns.index(int(i)) for i in ids])
     order = np.argsort(-sims, axis=1, kind="stable")[:, : s.k]
@@ -247,7 +253,7 @@ def test_position_prior_defaults_follow_the_model():
     video, gt = synthetic_video(2, (32, 48), 1)
     assert video.session().position_weight == 0.0  # the synthetic clip's config turns it off
     s = video.session(position_weight=2.0)
-    assert s.position_weight == 2.0 and s.emb.shape[1] == 16 + 5
+    assert s.position_weight == 2.0 and s.emb.shape == (2 * 4 * 6, 16)
     with pytest.raises(InputError, match="position_weight"):
         video.session(position_weight=-1)
 
