@@ -418,35 +418,26 @@ def davis_videos(root: Any, sequences: list[str], *, max_frames: int | None = No
 
     from .davis import DavisDataset  # noqa: PLC0415
     from .io import ArraySource  # noqa: PLC0415
+    from .registry import DEFAULT_MODEL, get_model_config  # noqa: PLC0415
     from .segmenter import EmbeddedVideo, Segmenter  # noqa: PLC0415
 
     ds = DavisDataset(root)
     for seq in sequences:
         frames = ds.frames(seq, max_frames=max_frames)
         gt = ds.annotations(seq, max_frames=max_frames)
-        seg = segmenter
-        name = (seg.config.name if seg is not None else None)
-        emb = None
-        path = None
-        if cache_dir is not None:
-            from .registry import DEFAULT_MODEL  # noqa: PLC0415
-
-            path = Path(cache_dir) / f"{name or DEFAULT_MODEL}-{seq}-{len(frames)}.npy"
-            if path.is_file():
-                emb = np.load(path)
-        if emb is None:
-            seg = segmenter = segmenter or Segmenter()
-            video = seg.embed(ArraySource(frames), progress=progress)
+        model = segmenter.config.name if segmenter is not None else DEFAULT_MODEL
+        path = Path(cache_dir) / f"{model}-{seq}-{len(frames)}.npy" if cache_dir is not None else None
+        if path is not None and path.is_file():
+            cfg = segmenter.config if segmenter is not None else get_model_config(model)
+            video = EmbeddedVideo(source=ArraySource(frames), embeddings=np.load(path), config=cfg)
+        else:
+            segmenter = segmenter or Segmenter()
+            video = segmenter.embed(ArraySource(frames), progress=progress)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".tmp.npy")
                 np.save(tmp, video.embeddings)
                 os.replace(tmp, path)
-        else:
-            from .registry import get_model_config  # noqa: PLC0415
-
-            cfg = segmenter.config if segmenter is not None else get_model_config()
-            video = EmbeddedVideo(source=ArraySource(frames), embeddings=emb, config=cfg)
         yield seq, video, gt
 
 

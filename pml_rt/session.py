@@ -721,20 +721,26 @@ class Session:
             return xp.zeros(0, dtype=xp.int64)
         return parts[0] if len(parts) == 1 else xp.unique(xp.concatenate(parts))
 
+    def _vote(self, best: Any) -> Any:
+        """Vote shares float32 (n, C) from per-column candidates ``best`` (C, n, k): the k best
+        over all columns vote, as :func:`pml_rt.knn.vote` does."""
+        xp = self.xp
+        c, n, k = best.shape
+        sims = best.transpose(1, 0, 2).reshape(n, c * k)
+        cols = xp.broadcast_to(xp.repeat(xp.arange(c, dtype=xp.int32), k), sims.shape)
+        top = topk(sims, k)
+        s = xp.take_along_axis(sims, top, axis=1)
+        lab = xp.where(s > NEG / 2, xp.take_along_axis(cols, top, axis=1), -1)
+        scores, _ = vote(Candidates(s, lab), c, self.weighting, self.temperature)
+        return scores
+
     def _vote_labels(self, rows: Any) -> Any:
         """Column of the winning label of cells ``rows`` (None = all): int (n,)."""
         xp = self.xp
         best = self._best if rows is None else self._best[:, rows]  # (C, n, k)
-        c = best.shape[0]
         if self.k == 1:
             return xp.argmax(best[:, :, 0], axis=0)
-        sims = best.transpose(1, 0, 2).reshape(best.shape[1], c * self.k)
-        cols = xp.broadcast_to(xp.repeat(xp.arange(c, dtype=xp.int32), self.k), sims.shape)
-        top = topk(sims, self.k)
-        s = xp.take_along_axis(sims, top, axis=1)
-        lab = xp.where(s > NEG / 2, xp.take_along_axis(cols, top, axis=1), -1)
-        scores, _ = vote(Candidates(s, lab), c, self.weighting, self.temperature)
-        return xp.argmax(scores, axis=1)
+        return xp.argmax(self._vote(best), axis=1)
 
     def _relabel(self, rows: Any) -> Update:
         """Recompute labels of ``rows`` (None = every cell); drop the masks of frames that changed."""
@@ -754,7 +760,10 @@ class Session:
             self._labels[changed] = new[diff]
         # Where k > 1 the upsampled vote shares move even where the winner does not.
         touched = changed if self.k == 1 else (None if rows is None else rows)
-        frames = tuple(range(t)) if touched is None else tuple(int(f) for f in to_host(xp.unique(touched // (h * w))))
+        if touched is None:
+            frames = tuple(range(t))
+        else:
+            frames = tuple(int(f) for f in to_host(xp.nonzero(xp.bincount(touched // (h * w), minlength=t))[0]))
         for f in frames:
             self._masks.pop(f, None)
         return Update(frames, int(changed.shape[0]))
@@ -769,14 +778,7 @@ class Session:
         if self.k == 1:
             col = xp.argmax(self._best[:, rows, 0], axis=0)
             return (col[None] == xp.arange(c)[:, None]).astype(xp.float32).reshape(c, h, w)
-        best = self._best[:, rows]
-        sims = best.transpose(1, 0, 2).reshape(h * w, c * self.k)
-        cols = xp.broadcast_to(xp.repeat(xp.arange(c, dtype=xp.int32), self.k), sims.shape)
-        top = topk(sims, self.k)
-        s = xp.take_along_axis(sims, top, axis=1)
-        lab = xp.where(s > NEG / 2, xp.take_along_axis(cols, top, axis=1), -1)
-        scores, _ = vote(Candidates(s, lab), c, self.weighting, self.temperature)
-        return scores.T.reshape(c, h, w)
+        return self._vote(self._best[:, rows]).T.reshape(c, h, w)
 
     def _upsample(self, frame: int, guide: Any = None) -> np.ndarray:
         xp = self.xp

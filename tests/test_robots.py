@@ -9,6 +9,10 @@ from pml_rt.errors import InputError
 from pml_rt.robots import (
     ClickRun,
     click_robot,
+    davis_videos,
+    format_latency,
+    measure_latency,
+    robot_clicks,
     scribble_robot,
     skeleton_path,
     summarize_click_runs,
@@ -97,3 +101,26 @@ def test_scribble_robot_starts_from_a_davis_file(clip):
          "object_id": 1}]]}
     run = scribble_robot(video, gt, rounds=2, initial=initial)
     assert run.initial == "davis" and run.frames[0] == 2 and run.scribbles[0] == 1
+
+
+def test_latency_replays_the_robot_clicks(clip):
+    video, gt = clip
+    clicks = robot_clicks(video, gt, 8, seed=2)
+    assert len(clicks) == 8 and [c[3] for c in clicks[:4]] == [1, 2, 3, 0]
+    rep = measure_latency(video, clicks, warmup=5)
+    assert rep.to_labels.shape == rep.to_mask.shape == rep.to_masks.shape == (3,)
+    assert rep.update.shape == (9,) and rep.memory_floor > 0 and rep.recompute > 0
+    assert "click -> masks(), full res" in format_latency(rep, {"to_masks": 1.0})
+    with pytest.raises(InputError, match="warmup"):
+        measure_latency(video, clicks, warmup=8)
+
+
+@pytest.mark.data
+def test_davis_videos_embed_once_then_read_the_cache(data_root, segmenter, tmp_path):
+    root = data_root / "davis2016-dev"
+    (seq, video, gt), = davis_videos(root, ["blackswan"], max_frames=2, cache_dir=tmp_path, segmenter=segmenter)
+    assert seq == "blackswan" and gt.shape == (2, 480, 854) and video.embeddings.shape[:3] == (2, 60, 107)
+    cached = list(tmp_path.glob("*-blackswan-2.npy"))
+    assert len(cached) == 1
+    (_, again, _), = davis_videos(root, ["blackswan"], max_frames=2, cache_dir=tmp_path)
+    assert np.array_equal(again.embeddings, video.embeddings)
