@@ -16,18 +16,27 @@ from ..errors import InputError
 from ..registry import ModelConfig
 
 
-def prepare_batch(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Check and convert a batch: uint8 (N, H, W, 3) -> float32 (N, 3, H, W); times -> float32 (N,)."""
-    frames = np.asarray(frames)
+def check_batch(frames: Any, times: Any) -> tuple[Any, np.ndarray]:
+    """Check a batch without converting it: frames uint8 (N, H, W, 3) (NumPy or CuPy; one
+    frame (H, W, 3) is taken as N = 1) and times -> float32 NumPy (N,)."""
+    from ..xp import get_xp, to_host  # noqa: PLC0415
+
+    frames = get_xp(frames).asarray(frames)
     if frames.ndim == 3:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise InputError(f"frames must be (N, H, W, 3) RGB, got shape {frames.shape}")
+        raise InputError(f"frames must be (N, H, W, 3) RGB, got shape {tuple(frames.shape)}")
     if frames.dtype != np.uint8:
         raise InputError(f"frames must be uint8 0..255, got dtype {frames.dtype}")
-    times = np.asarray(times, dtype=np.float32).reshape(-1)
+    times = np.asarray(to_host(times), dtype=np.float32).reshape(-1)
     if times.shape[0] != frames.shape[0]:
         raise InputError(f"got {frames.shape[0]} frames but {times.shape[0]} times")
+    return frames, times
+
+
+def prepare_batch(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check and convert a batch: uint8 (N, H, W, 3) -> float32 (N, 3, H, W); times -> float32 (N,)."""
+    frames, times = check_batch(np.asarray(frames), times)
     image = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
     return image, times
 

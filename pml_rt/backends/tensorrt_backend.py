@@ -23,7 +23,7 @@ from .._optional import require
 from ..errors import BackendError, InputError
 from ..registry import ModelConfig
 from . import tensorrt_build as tb
-from .base import Backend, check_embedding
+from .base import Backend, check_batch, check_embedding
 
 
 class TensorRTBackend(Backend):
@@ -191,18 +191,7 @@ class TensorRTBackend(Backend):
 
 def _check_batch(frames: Any, times: Any, cp: Any) -> tuple[Any, np.ndarray]:
     """The checks of :func:`pml_rt.backends.base.prepare_batch`, without converting (the device does)."""
-    if not isinstance(frames, cp.ndarray):
-        frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise InputError(f"frames must be (N, H, W, 3) RGB, got shape {tuple(frames.shape)}")
-    if frames.dtype != np.uint8:
-        raise InputError(f"frames must be uint8 0..255, got dtype {frames.dtype}")
-    times = np.asarray(times.get() if isinstance(times, cp.ndarray) else times, dtype=np.float32).reshape(-1)
-    if times.shape[0] != frames.shape[0]:
-        raise InputError(f"got {frames.shape[0]} frames but {times.shape[0]} times")
-    return frames, times
+    return check_batch(frames, times)
 
 
 def _device_index(device: int | str) -> int:
