@@ -263,7 +263,13 @@ class EmbeddedVideo:
         """A mask (path or array of ids) checked against this video's frame size: uint8 (H, W)."""
         # read_mask adds a file's path to the name itself
         name = "mask" if isinstance(mask, (str, os.PathLike)) else f"mask for frame {frame}"
-        return read_mask(mask, expected_size=self.frame_size, name=name)
+        try:
+            return read_mask(mask, expected_size=self.frame_size, name=name)
+        except InputError as exc:
+            video = self.source.path
+            if video and str(video) not in str(exc):  # say which video the mask was checked against
+                raise InputError(f"{exc} (video '{video}')") from None
+            raise
 
     def session(self, **options: Any) -> Any:
         """An interactive session on this video (clicks, scribbles, masks on any frame).
