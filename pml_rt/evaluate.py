@@ -16,7 +16,6 @@ import numpy as np
 from .davis import DavisDataset
 from .io import ArraySource, atomic_output_dir, write_palette_png
 from .metrics import evaluate_sequence, summarize
-from .annotations import ObjectMap, cell_labels
 from .propagate import propagate_scores
 from .segmenter import Segmenter
 from .upsample import DEFAULT_METHOD, needs_guide, upsample_labels
@@ -77,11 +76,9 @@ def _propagate_scores(video: Any, mask: np.ndarray, opts: dict[str, Any]) -> tup
     """Stride-8 scores (C, h, w) of every frame but 0, and the column -> id table."""
     from .segmenter import _config  # noqa: PLC0415
 
-    objects = ObjectMap()
-    columns = objects.columns_of(video.load_mask(mask, 0))
     cfg = _config(opts.get("k", 5), opts.get("online_adaptation", True), opts.get("recent_frames"),
                   opts.get("window"), opts.get("weighting"))
-    ref = cell_labels(columns, objects.num_labels, video.config.stride)
+    _, objects, ref = video.prepare_annotation(mask, 0)
     scores = {t: s for t, s in propagate_scores(video.embeddings, 0, ref, objects.num_labels, cfg, xp=np)}
     return scores, objects.lut()
 

@@ -280,6 +280,14 @@ class EmbeddedVideo:
 
         return Session(self, **options)
 
+    def prepare_annotation(self, mask: Any, frame: int) -> tuple[np.ndarray, ObjectMap, np.ndarray]:
+        """Check ``mask`` for ``frame``; return it (uint8 (H, W)), its :class:`ObjectMap` and
+        the label column of every cell of that frame (int32 (h, w)), what propagation starts from."""
+        user_mask = self.load_mask(mask, frame)
+        objects = ObjectMap()
+        columns = objects.columns_of(user_mask)
+        return user_mask, objects, cell_labels(columns, objects.num_labels, self.config.stride)
+
     def propagate_iter(self, mask: Any, frame: int = 0, k: int = 5, online_adaptation: bool = True, *,
                        upsample: str = DEFAULT_METHOD, recent_frames: int | None = None, window: int | None = None,
                        weighting: str | None = None, progress: bool = False,
@@ -287,11 +295,8 @@ class EmbeddedVideo:
         """Yield ``(t, mask uint8 (H, W))`` for every frame in order 0..T-1. See :meth:`propagate`."""
         frame = self.check_frame(frame)
         check_method(upsample)
-        user_mask = self.load_mask(mask, frame)
-        objects = ObjectMap()
-        columns = objects.columns_of(user_mask)
         cfg = _config(k, online_adaptation, recent_frames, window, weighting)
-        ref = cell_labels(columns, objects.num_labels, self.config.stride)
+        user_mask, objects, ref = self.prepare_annotation(mask, frame)
         # Labels at stride 8 are cheap to keep for every frame (on disk where they would
         # take more than SCORE_SPILL_BYTES); upsampling then streams the frames in order, so a
         # video file is decoded once more, front to back. A memory-mapped video is read one
