@@ -29,6 +29,15 @@ CONFIGS = {
 }
 
 
+def _value(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--davis", default=str(default_data_root() / "davis2016-dev"), help="DAVIS-format root")
@@ -38,11 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default=None, help="comma-separated subset of: " + ", ".join(CONFIGS))
     p.add_argument("--compare-upsample", default=None,
                    help="comma-separated upsample methods to score the default config with, side by side")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=KEY:VALUE[,KEY:VALUE]",
+                   help="another setting: the default with these PropagationConfig fields changed, e.g. "
+                        "cap1024=adaptation_cap:1024 (repeatable)")
     p.add_argument("--out", default=None, help="write the default config's masks here")
     p.add_argument("--json", default=None, help="save the report as JSON")
     args = p.parse_args(argv)
     names = args.configs.split(",") if args.configs else list(CONFIGS)
     configs = {n: {**CONFIGS[n], "upsample": args.upsample} for n in names}
+    for spec in args.extra:
+        name, _, fields = spec.partition("=")
+        try:
+            opts = {k: _value(v) for k, v in (f.split(":", 1) for f in fields.split(","))}
+        except ValueError:
+            p.error(f"--extra {spec!r}: expected NAME=KEY:VALUE[,KEY:VALUE]")
+        configs[name] = {**CONFIGS["default (+recent refs)"], **opts, "upsample": args.upsample}
     for method in (args.compare_upsample.split(",") if args.compare_upsample else []):
         configs[f"default+{method}"] = {**CONFIGS["default (+recent refs)"], "upsample": method}
     report = evaluate_configs(Segmenter(), args.davis, configs, split=args.split, max_frames=args.max_frames,

@@ -47,6 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 from pml_rt._optional import available, require  # noqa: E402
 from pml_rt.annotations import ObjectMap, cell_labels  # noqa: E402
 from pml_rt.io import FolderSource, open_video, read_mask, write_palette_png  # noqa: E402
+from pml_rt.knn import cpu_kernel  # noqa: E402
 from pml_rt.propagate import PropagationConfig, propagate_scores  # noqa: E402
 from pml_rt.registry import DEFAULT_MODEL, get_model_config  # noqa: E402
 from pml_rt.upsample import DEFAULT_METHOD, METHODS, check_method, needs_guide, upsample_labels  # noqa: E402
@@ -456,7 +457,10 @@ def run_cpu(b: Bench, methods: list[str]) -> None:
             _, outs = b.embed_stage("embed onnxruntime (CPU)", ort)
             b.info["torch_eager"] = f"not measured: torch {why or 'disabled by --torch-frames 0'}"
         emb = np.stack(outs).astype(np.float16)  # as EmbeddedVideo keeps them
-        _, scores = b.nn(emb, "nearest neighbours (default config)", PropagationConfig())
+        st_ort, scores = b.nn(emb, "nearest neighbours (default config)", PropagationConfig())
+        with cpu_kernel("numpy"):  # the same search in plain NumPy, the array-module code CuPy runs
+            st_np, _ = b.nn(emb, "nearest neighbours (default, numpy kernel)", PropagationConfig())
+        b.info["knn_onnxruntime_vs_numpy"] = st_np.median / st_ort.median
         b.nn(emb, "nearest neighbours (recent frames off)", PropagationConfig(recent_frames=0))
         masks = b.upsample(scores, methods)
         b.write(masks)
@@ -568,6 +572,9 @@ def report(b: Bench, device: str, floor: dict) -> dict:
         s2 = b.info["speedup_e2e_vs_torch_fp32"]
         lines.append(f"end to end vs the same pipeline with torch FP32 eager: {s2:.2f}x; target >= "
                      f"{tgt['speedup']:.0f}x: {verdict(s2 >= tgt['speedup'])}")
+    if "knn_onnxruntime_vs_numpy" in b.info:
+        lines.append(f"nearest neighbours, ONNX Runtime kernels vs plain NumPy (same frames): "
+                     f"{b.info['knn_onnxruntime_vs_numpy']:.2f}x")
     notes = b.info.get("notes", []) + b.info.get("embed_notes", [])
     for note in notes + ([b.info["torch_eager"]] if "torch_eager" in b.info else []):
         lines.append(f"note: {note}")

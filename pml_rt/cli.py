@@ -129,6 +129,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("array modules:")
     for name, mod, why in array_modules():
         print(f"  {name:12s} {'yes' if mod is not None else 'no ':3s}  {why}")
+    from . import knn  # noqa: PLC0415
+
+    print(f"kNN on the CPU: {knn._cpu_kernel} kernels (PML_RT_KNN_KERNEL: one of {', '.join(knn.CPU_KERNELS)}); "
+          "CuPy arrays run the array-module code")
     return 0
 
 

@@ -6,6 +6,7 @@ side on the same embeddings (that is how the benchmarks compare methods in one r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -78,6 +79,11 @@ def _propagate_scores(video: Any, mask: np.ndarray, opts: dict[str, Any]) -> tup
 
     cfg = _config(opts.get("k", 5), opts.get("online_adaptation", True), opts.get("recent_frames"),
                   opts.get("window"), opts.get("weighting"))
+    # Any other PropagationConfig field (adaptation_cap, background_stride, ...) passes through.
+    extra = {f.name: opts[f.name] for f in dataclasses.fields(cfg) if f.name in opts
+             and f.name not in ("k", "online_adaptation", "recent_frames", "window", "weighting")}
+    cfg = dataclasses.replace(cfg, **extra)
+    cfg.validate()
     _, objects, ref = video.prepare_annotation(mask, 0)
     scores = {t: s for t, s in propagate_scores(video.embeddings, 0, ref, objects.num_labels, cfg, xp=np)}
     return scores, objects.lut()

@@ -8,12 +8,51 @@ the local window of recent frames) are merged with :func:`merge_topk` before the
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
+
+import numpy as np
 
 from .xp import get_xp
 
 NEG = -1e9  # similarity given to invalid candidates; below any real dot product of unit vectors
+
+# How NumPy arrays are searched: "onnxruntime" runs the product and the top-k selection as
+# fused ONNX Runtime kernels (pml_rt.knn_ort, several times faster here); "numpy" runs the
+# array-module code below, the same code CuPy arrays always run. Both are exact.
+CPU_KERNELS = ("onnxruntime", "numpy")
+_cpu_kernel = os.environ.get("PML_RT_KNN_KERNEL", "onnxruntime")
+
+
+def set_cpu_kernel(name: str) -> str:
+    """Choose how NumPy arrays are searched (one of :data:`CPU_KERNELS`); return the previous
+    choice. Process-wide: meant for benchmarks and tests, not for switching between threads."""
+    global _cpu_kernel
+    if name not in CPU_KERNELS:
+        raise ValueError(f"kNN CPU kernel must be one of {CPU_KERNELS}, got {name!r}")
+    old, _cpu_kernel = _cpu_kernel, name
+    return old
+
+
+@contextmanager
+def cpu_kernel(name: str) -> Iterator[None]:
+    """``with cpu_kernel("numpy"): ...`` runs the block with that kernel, then restores."""
+    old = set_cpu_kernel(name)
+    try:
+        yield
+    finally:
+        set_cpu_kernel(old)
+
+
+def _ort(xp: Any) -> bool:
+    """True where NumPy arrays go to the ONNX Runtime kernels."""
+    if xp is not np:
+        return False
+    if _cpu_kernel not in CPU_KERNELS:
+        raise ValueError(f"PML_RT_KNN_KERNEL must be one of {CPU_KERNELS}, got {_cpu_kernel!r}")
+    return _cpu_kernel == "onnxruntime"
 
 
 @dataclass
@@ -38,6 +77,10 @@ def topk(sims: Any, k: int, block: int = 64) -> Any:
     n, m = sims.shape
     if k >= m:
         return xp.broadcast_to(xp.arange(m), (n, m))
+    if _ort(xp):
+        from . import knn_ort  # noqa: PLC0415
+
+        return knn_ort.topk(sims, k)[1]
     if m < 8 * k * block:
         return xp.argpartition(-sims, k - 1, axis=1)[:, :k]
     nb = -(-m // block)
@@ -63,11 +106,18 @@ def global_topk(queries: Any, refs: Any, ref_labels: Any, k: int, chunk_bytes: i
         return Candidates(sims_out, labels_out)
     kk = min(k, m)
     step = max(1, int(chunk_bytes // (4 * m)))
-    ref_t = xp.ascontiguousarray(refs.T)
+    ref_t = xp.ascontiguousarray(refs.T, dtype=xp.float32)
+    fused = _ort(xp)
+    if fused:
+        from . import knn_ort  # noqa: PLC0415
     for s in range(0, n, step):
-        sims = queries[s : s + step] @ ref_t
-        idx = topk(sims, kk)
-        sims_out[s : s + step, :kk] = xp.take_along_axis(sims, idx, axis=1)
+        if fused:
+            top_s, idx = knn_ort.matmul_topk(queries[s : s + step], ref_t, kk)
+        else:
+            sims = queries[s : s + step] @ ref_t
+            idx = topk(sims, kk)
+            top_s = xp.take_along_axis(sims, idx, axis=1)
+        sims_out[s : s + step, :kk] = top_s
         labels_out[s : s + step, :kk] = ref_labels[idx]
     return Candidates(sims_out, labels_out)
 
@@ -107,6 +157,20 @@ def vote(c: Candidates, num_labels: int, weighting: str = "majority", temperatur
     scores = xp.stack([(w * (c.labels == j)).sum(axis=1) for j in range(num_labels)], axis=1).astype(xp.float32)
     unanimous = valid.all(axis=1) & (c.labels == c.labels[:, :1]).all(axis=1)
     return scores, unanimous
+
+
+def _runs(on: Any, longest: int) -> list[tuple[int, int]]:
+    """[start, stop) runs of consecutive True entries of the 1-D bool array ``on``, each cut
+    to at most ``longest`` entries."""
+    flags = [bool(v) for v in on.tolist()]
+    out, start = [], None
+    for i, f in enumerate(flags + [False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            out += [(a, min(a + longest, i)) for a in range(start, i, longest)]
+            start = None
+    return out
 
 
 def _window_bias(xp: Any, tile: int, radius: int) -> Any:
@@ -162,28 +226,35 @@ def local_topk(query: Any, keys: Any, key_labels: Any, radius: int, k: int, tile
     lpad = xp.full(kpad.shape[:3], -1, dtype=xp.int32)
     lpad[:, r : r + h, r : r + w] = key_labels
     kpad[..., d] = xp.where(lpad >= 0, 0.0, NEG)
-    bias = xp.tile(_window_bias(xp, tile, r), (1, p))  # (tile^2, P*L^2)
-    kk = min(k, p * L * L)
-    per_tile = 4 * (p * L * L * (d + 1 + 3 * tile * tile))
+    bias = xp.tile(_window_bias(xp, tile, r), (1, p))  # (tile^2, P*L^2), keys in (p, ky, kx) order
+    m = p * L * L
+    kk = min(k, m)
+    per_tile = 4 * (m * (d + 1) * 2 + 3 * tile * tile * m)
     group = max(1, int(chunk_bytes // per_tile))
-    offs = xp.arange(L)
+    fused = _ort(xp)
+    if fused:
+        from . import knn_ort  # noqa: PLC0415
+    windows = xp.lib.stride_tricks.sliding_window_view
     on_rows = [int(i) for i in xp.nonzero(tile_on.any(axis=1))[0].tolist()]
     for ty in on_rows:
-        band_k = kpad[:, ty * tile : ty * tile + L]  # (P, L, W', d+1)
-        band_l = lpad[:, ty * tile : ty * tile + L]
+        # Windows of L columns starting every ``tile`` columns: views, nothing copied yet.
+        band_k = windows(kpad[:, ty * tile : ty * tile + L], L, axis=2)[:, :, ::tile]  # (P, L, ntx, d+1, L)
+        band_l = windows(lpad[:, ty * tile : ty * tile + L], L, axis=2)[:, :, ::tile]  # (P, L, ntx, L)
         band_q = qpad[ty * tile : (ty + 1) * tile].reshape(tile, ntx, tile, d + 1)
-        on = xp.nonzero(tile_on[ty])[0]
-        for g0 in range(0, int(on.shape[0]), group):
-            txs = on[g0 : g0 + group]
-            g = int(txs.shape[0])
-            cols = txs[:, None] * tile + offs[None, :]  # (g, L)
-            kw = band_k[:, :, cols].transpose(2, 0, 1, 3, 4).reshape(g, p * L * L, d + 1)
-            lw = band_l[:, :, cols].transpose(2, 0, 1, 3).reshape(g, 1, p * L * L)
-            q = band_q[:, txs].transpose(1, 0, 2, 3).reshape(g, tile * tile, d + 1)
-            sims = q @ kw.transpose(0, 2, 1)  # (g, tile^2, P*L^2)
-            sims += bias
-            idx = topk(sims.reshape(g * tile * tile, -1), kk).reshape(g, tile * tile, kk)
-            top_s = xp.take_along_axis(sims, idx, axis=2)
+        for a, b in _runs(tile_on[ty], group):
+            txs = slice(a, b)  # a run of active tiles: slicing keeps views, so each gather copies once
+            g = b - a
+            # (g, P*L*L, d+1): key (p, ky, kx) of tile j is row p*L*L + ky*L + kx.
+            kw = xp.ascontiguousarray(band_k[:, :, txs].transpose(2, 0, 1, 4, 3)).reshape(g, m, d + 1)
+            lw = band_l[:, :, txs].transpose(2, 0, 1, 3).reshape(g, 1, m)
+            q = xp.ascontiguousarray(band_q[:, txs].transpose(1, 0, 2, 3)).reshape(g, tile * tile, d + 1)
+            if fused:
+                top_s, idx = knn_ort.window_topk(q, kw, bias, kk)  # (g, tile^2, kk)
+            else:
+                sims = q @ kw.transpose(0, 2, 1)  # (g, tile^2, P*L^2)
+                sims += bias
+                idx = topk(sims.reshape(g * tile * tile, -1), kk).reshape(g, tile * tile, kk)
+                top_s = xp.take_along_axis(sims, idx, axis=2)
             top_l = xp.where(top_s > NEG / 2, xp.take_along_axis(lw, idx, axis=2), -1)
             row_s, row_l = out_s[ty], out_l[ty]  # views (tile, ntx, tile, k)
             row_s[:, txs, :, :kk] = top_s.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3)

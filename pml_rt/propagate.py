@@ -29,7 +29,7 @@ class PropagationConfig:
 
     k: int = 5  # neighbours per vote (paper: 5 for masks, 1 for clicks)
     online_adaptation: bool = True  # add unanimous cells to the reference pool
-    adaptation_cap: int = 2048  # most adapted references kept (oldest leave first)
+    adaptation_cap: int = 1024  # most adapted references kept (oldest leave first)
     background_stride: int = 2  # keep every n-th annotated background cell per axis (objects: all)
     recent_frames: int = 7  # earlier frames whose predictions serve as local references (0: off)
     window: int = 6  # radius, in cells, of the local search in recent frames

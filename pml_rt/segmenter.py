@@ -26,6 +26,7 @@ from .io import VideoSource, open_video, read_mask
 from .propagate import PropagationConfig, propagate_scores
 from .registry import DEFAULT_MODEL, ModelConfig, get_model_config
 from .upsample import DEFAULT_METHOD, check_method, needs_guide, upsample_labels
+from .xp import get_xp, to_device, to_host
 
 if TYPE_CHECKING:  # pragma: no cover
     from .stream import LiveSegmentation
@@ -35,6 +36,11 @@ log = logging.getLogger("pml_rt")
 #: Stride-8 scores of all frames (float16) above this many bytes are kept on disk while
 #: propagating (5000 frames of 854x480 with 2 labels take 128 MB and stay in memory).
 SCORE_SPILL_BYTES = 256 << 20
+
+#: A GPU backend's embeddings up to this many bytes (float16) also stay on the device, so
+#: propagation and upsampling run there without copying them back (4 GiB: about 2,400
+#: frames of 854x480). Longer videos propagate from the host copy.
+DEVICE_EMBED_BYTES = 4 << 30
 
 
 def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
@@ -81,12 +87,16 @@ class Segmenter:
         with self._lock:  # two threads must not both build the backend's session (cheap once active)
             self.backend.activate()
         out = self.backend.embed(frames, self.frame_times(np.asarray(indices)))
-        from .xp import to_host  # noqa: PLC0415
-
         return to_host(out)
 
+    def _embed_batch(self, frames: np.ndarray, indices: np.ndarray) -> Any:
+        """As :meth:`embed_frames`, but left where the backend put it (NumPy, or CuPy on a GPU)."""
+        with self._lock:
+            self.backend.activate()
+        return self.backend.embed(frames, self.frame_times(np.asarray(indices)))
+
     def embed(self, video: Any, *, progress: bool = True, batch_size: int = 1, cache: bool | None = None,
-              cache_dir: str | os.PathLike | None = None) -> "EmbeddedVideo":
+              cache_dir: str | os.PathLike | None = None, on_device: bool | None = None) -> "EmbeddedVideo":
         """Embed every frame of ``video`` once.
 
         video: a path to a video file (MP4, MOV, AVI, WebM, MKV) or a folder of frames, a
@@ -101,6 +111,11 @@ class Segmenter:
         embeddings are a read-only ``np.memmap``. Without a cache they are held in memory,
         except that above :data:`pml_rt.cache.SPILL_BYTES` they go to an unlinked temporary
         file (a memmap too).
+
+        on_device: where the backend returns device (CuPy) arrays, also keep the embeddings
+        on the device as ``EmbeddedVideo.device_embeddings``, so :meth:`EmbeddedVideo.propagate`
+        searches and upsamples there. None (default): when they fit in
+        :data:`DEVICE_EMBED_BYTES`. A CPU backend makes no device copy.
         """
         from . import cache as _cache  # noqa: PLC0415
 
@@ -113,6 +128,8 @@ class Segmenter:
         shape = (n, -(-hh // s), -(-ww // s), self.config.d)
         label = f"video '{source.path}'" if source.path else "the frame array"
         use_cache = cache if cache is not None else cache_dir is not None
+        want_device = on_device if on_device is not None else int(np.prod(shape)) * 2 <= DEVICE_EMBED_BYTES
+        device = _DeviceCopy(shape) if want_device else None
         if use_cache:
             entry = _cache.EmbeddingCache(cache_dir).entry(self.model_identity(), _cache.video_digest(source),
                                                            shape, (hh, ww), label)
@@ -122,13 +139,15 @@ class Segmenter:
                     if start:
                         log.info("resuming %s at frame %d of %d (cache %s)", label, start, n, entry.path)
                     with entry.writer(start) as writer:
-                        self._embed_into(source, n, start, writer, batch_size, progress)
+                        self._embed_into(source, n, start, _Tee(writer, device), batch_size, progress)
             emb = entry.load()
+            if device is not None and start > 0:  # frames 0..start-1 came from the cache
+                device.fill_from(emb, 0, start)
             meta = {"cache": str(entry.path), "cache_hit": start == n, "resumed_from": start}
         elif int(np.prod(shape)) * 2 > _cache.SPILL_BYTES:
             spill = _cache.SpillFile(shape, None)
             try:
-                self._embed_into(source, n, 0, spill, batch_size, progress)
+                self._embed_into(source, n, 0, _Tee(spill, device), batch_size, progress)
             except BaseException:
                 spill.close(ok=False)
                 raise
@@ -136,9 +155,11 @@ class Segmenter:
             meta = {"cache": None, "spilled": True}
         else:
             emb = np.empty(shape, dtype=np.float16)
-            self._embed_into(source, n, 0, _ArrayWriter(emb), batch_size, progress)
+            self._embed_into(source, n, 0, _Tee(_ArrayWriter(emb), device), batch_size, progress)
             meta = {}
-        return EmbeddedVideo(source=source, embeddings=emb, config=self.config, meta=meta)
+        dev = device.array if device is not None else None
+        meta["on_device"] = dev is not None
+        return EmbeddedVideo(source=source, embeddings=emb, config=self.config, meta=meta, device_embeddings=dev)
 
     def _embed_into(self, source: VideoSource, n: int, start: int, writer: Any, batch_size: int,
                     progress: bool) -> None:
@@ -162,11 +183,11 @@ class Segmenter:
                 if len(batch) == batch_size or i == n - 1:
                     idx = np.arange(pos, pos + len(batch))
                     try:
-                        out = self.embed_frames(np.stack(batch), idx)
+                        out = self._embed_batch(np.stack(batch), idx)
                     except InputError:
                         writer.poisoned = True  # the model's output was bad: keep nothing it made
                         raise
-                    if not np.isfinite(out).all():
+                    if not bool(get_xp(out).isfinite(out).all()):
                         writer.poisoned = True
                         raise InputError(f"{name}: frames {pos}..{pos + len(batch) - 1}: the model returned NaN "
                                          "or infinity; the model file may be damaged")
@@ -217,6 +238,47 @@ class Segmenter:
         return LiveSegmentation(self, frames, mask, cfg, upsample=upsample, input_fps=input_fps)
 
 
+class _DeviceCopy:
+    """The device copy of a video's embeddings: CuPy float16 (T, h, w, d), allocated when the
+    first device batch arrives (a CPU backend's batches leave ``array`` None)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+        self.array: Any = None
+
+    def write(self, t0: int, batch: Any) -> None:
+        xp = get_xp(batch)
+        if xp is np:
+            return
+        if self.array is None:
+            self.array = xp.empty(self.shape, dtype=xp.float16)
+        self.array[t0 : t0 + batch.shape[0]] = batch  # float32 -> float16 on the device
+
+    def fill_from(self, host: np.ndarray, t0: int, t1: int) -> None:
+        if self.array is not None:
+            self.array[t0:t1] = to_device(np.asarray(host[t0:t1]), get_xp(self.array))
+
+
+class _Tee:
+    """Hands each batch to the host writer (as NumPy) and to the device copy (as it came)."""
+
+    def __init__(self, writer: Any, device: _DeviceCopy | None):
+        self.writer, self.device = writer, device
+
+    @property
+    def poisoned(self) -> bool:
+        return self.writer.poisoned
+
+    @poisoned.setter
+    def poisoned(self, value: bool) -> None:
+        self.writer.poisoned = value
+
+    def write(self, t0: int, batch: Any) -> None:
+        if self.device is not None:
+            self.device.write(t0, batch)
+        self.writer.write(t0, to_host(batch))
+
+
 class _ArrayWriter:
     """Writes batches into an in-memory array (the uncached path)."""
 
@@ -237,9 +299,12 @@ class EmbeddedVideo:
     """
 
     source: VideoSource  # to read frames again (edge-aware upsampling, overlays)
-    embeddings: np.ndarray  # (T, h, w, d) float16
+    embeddings: np.ndarray  # (T, h, w, d) float16, on the host (memory, memmap or cache)
     config: ModelConfig
     meta: dict = field(default_factory=dict)  # free-form: cache key, timings
+    # The same embeddings on the GPU (CuPy float16) where a GPU backend made them and they fit;
+    # propagation then searches and upsamples on the device. None on the CPU.
+    device_embeddings: Any = None
 
     @property
     def num_frames(self) -> int:
@@ -305,21 +370,26 @@ class EmbeddedVideo:
 
         n, h, w = (int(x) for x in self.embeddings.shape[:3])
         c = objects.num_labels
-        scores = SpillStore(n, (c, h, w), np.float16, on_disk=n * c * h * w * 2 > SCORE_SPILL_BYTES)
+        on_device = self.device_embeddings is not None
+        emb = self.device_embeddings if on_device else frames_view(self.embeddings)
+        xp = get_xp(emb)
+        # Device scores stay on the device (5000 frames x 2 labels: 128 MB); host ones may spill.
+        scores: Any = _DeviceScores() if on_device else SpillStore(
+            n, (c, h, w), np.float16, on_disk=n * c * h * w * 2 > SCORE_SPILL_BYTES)
         try:
-            it = propagate_scores(frames_view(self.embeddings), frame, ref, c, cfg, xp=np)
+            it = propagate_scores(emb, frame, ref, c, cfg, xp=xp)
             for t, s in _progress(it, self.num_frames - 1, "propagate", progress):
-                scores[t] = s.astype(np.float16)
-            lut = objects.lut()
+                scores[t] = s.astype(xp.float16)
+            lut = to_device(objects.lut(), xp)
             frames = iter(self.source) if needs_guide(upsample) else None
             for t in range(self.num_frames):
                 guide = next(frames) if frames is not None else None
                 if t == frame:
                     yield t, user_mask
                     continue
-                labels = upsample_labels(scores.pop(t).astype(np.float32), self.frame_size, upsample, guide,
-                                         stride=self.config.stride)
-                yield t, lut[labels]
+                labels = upsample_labels(scores.pop(t).astype(xp.float32), self.frame_size, upsample,
+                                         None if guide is None else to_device(guide, xp), stride=self.config.stride)
+                yield t, to_host(lut[labels])  # the one copy to the host: the finished mask
         finally:
             scores.close()
 
@@ -341,6 +411,13 @@ class EmbeddedVideo:
                                         progress=progress):
             out[t] = m
         return out
+
+
+class _DeviceScores(dict):
+    """Per-frame device score arrays, with the :class:`pml_rt.cache.SpillStore` interface."""
+
+    def close(self) -> None:
+        self.clear()
 
 
 def _config(k: int, online_adaptation: bool, recent_frames: int | None, window: int | None,

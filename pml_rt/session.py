@@ -305,8 +305,11 @@ class Session:
         self.upsample = upsample  # how stride-8 labels become full-resolution masks
         self.weighting = weighting  # vote weighting where k > 1
         self.temperature = float(temperature)  # of the softmax weighting
+        dev = getattr(video, "device_embeddings", None)  # a GPU backend's copy, if it kept one
+        if xp is None and dev is not None:
+            xp = get_xp(dev)
         self.xp = _resolve_xp(xp)  # NumPy or CuPy for everything per cell
-        emb = video.embeddings
+        emb = dev if dev is not None and get_xp(dev) is self.xp else video.embeddings
         self.shape = tuple(int(s) for s in emb.shape[:3])  # (T, h, w) cells
         self.stride = int(video.config.stride)  # pixels per cell side
         self.frame_size = tuple(int(s) for s in video.frame_size)  # (H, W) pixels

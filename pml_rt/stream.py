@@ -32,6 +32,7 @@ from .io import read_mask
 from .io.video import check_fps
 from .propagate import PropagationConfig, Tracker
 from .upsample import needs_guide, upsample_labels
+from .xp import get_xp, to_device, to_host
 
 log = logging.getLogger("pml_rt")
 
@@ -114,12 +115,14 @@ class LiveSegmentation(Iterator[np.ndarray]):
         self._gen.close()
 
     # -- the loop --------------------------------------------------------------------------
-    def _embed(self, frame: np.ndarray, t: int) -> np.ndarray:
-        """float32 (h, w, d), rounded through float16 as stored embeddings are."""
-        e = self.segmenter.embed_frames(frame[None], [t])[0]
-        if not np.isfinite(e).all():
+    def _embed(self, frame: np.ndarray, t: int) -> Any:
+        """float32 (h, w, d), rounded through float16 as stored embeddings are; left where the
+        backend put it (a GPU backend's stays on the device, and so do search and upsampling)."""
+        e = self.segmenter._embed_batch(frame[None], np.array([t]))[0]
+        xp = get_xp(e)
+        if not bool(xp.isfinite(e).all()):
             raise InputError(f"stream frame {t}: the model returned NaN or infinity; the model file may be damaged")
-        return e.astype(np.float16).astype(np.float32)
+        return e.astype(xp.float16).astype(xp.float32)
 
     def _check(self, frame: Any, t: int, size: tuple[int, int] | None) -> np.ndarray:
         f = np.asarray(frame)
@@ -159,6 +162,8 @@ class LiveSegmentation(Iterator[np.ndarray]):
         ref_emb = self._embed(first, 0)
         if ref_emb.shape[:2] != (h, w):  # pragma: no cover - a model with another stride
             raise InputError(f"the model gave {ref_emb.shape[:2]} cells for a {size} frame; expected {(h, w)}")
+        xp = get_xp(ref_emb)
+        ref_labels, lut = to_device(ref_labels, xp), to_device(lut, xp)
         tracker = Tracker(ref_emb, ref_labels, c, cfg)
         self._account(time.perf_counter() - w0, tracker.pool_size, t_start)
         yield user_mask
@@ -173,10 +178,10 @@ class LiveSegmentation(Iterator[np.ndarray]):
             frame = self._check(frame, t, size)
             q = self._embed(frame, t)
             pool = tracker.pool_size
-            s16 = tracker.step(q).astype(np.float16)
-            ids = upsample_labels(s16.astype(np.float32), size, self.upsample, frame if guide_needed else None,
-                                  stride=stride)
-            out = lut[ids]
+            s16 = tracker.step(q).astype(xp.float16)
+            ids = upsample_labels(s16.astype(xp.float32), size, self.upsample,
+                                  to_device(frame, xp) if guide_needed else None, stride=stride)
+            out = to_host(lut[ids])
             self._account(time.perf_counter() - w0, pool, t_start)
             now = time.monotonic()
             if now - last_report >= REPORT_SECONDS:

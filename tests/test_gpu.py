@@ -177,6 +177,40 @@ def test_upsample_cupy_matches_numpy(cp, method):
     assert (la == lb).mean() >= 0.999
 
 
+def test_video_on_device_propagates_like_the_host(torch_cuda, cp):
+    """A GPU backend keeps the embeddings on the device; propagate() searches and upsamples
+    there and gives the masks the host path gives from the same embeddings."""
+    from pml_rt import Segmenter
+
+    frames = np.stack([np.roll(_frame((96, 128)), 3 * i, axis=1) for i in range(4)])  # a slow pan
+    mask = np.zeros((96, 128), np.uint8)
+    mask[30:70, 40:90] = 1
+    seg = Segmenter(backend="torch", device="cuda")
+    video = seg.embed(frames, progress=False)
+    assert video.meta["on_device"] and isinstance(video.device_embeddings, cp.ndarray)
+    np.testing.assert_allclose(to_host(video.device_embeddings).astype(np.float32),
+                               video.embeddings.astype(np.float32), atol=1e-3)
+    dev = video.propagate(mask, upsample="bilinear")
+    video.device_embeddings = None  # the same embeddings, searched on the host
+    host = video.propagate(mask, upsample="bilinear")
+    assert isinstance(dev, np.ndarray) and dev.dtype == np.uint8
+    assert (dev == host).mean() >= 0.999
+
+
+def test_live_stream_on_device_matches_host(torch_cuda, cp):
+    """Live mode with a GPU backend searches on the device and yields the host path's masks."""
+    from pml_rt import Segmenter
+
+    frames = [np.roll(_frame((96, 128)), 3 * i, axis=1) for i in range(4)]
+    mask = np.zeros((96, 128), np.uint8)
+    mask[30:70, 40:90] = 1
+    dev = list(Segmenter(backend="torch", device="cuda").stream(frames, mask, upsample="bilinear"))
+    host = list(Segmenter(backend="onnxruntime").stream(frames, mask, upsample="bilinear"))
+    assert all(isinstance(m, np.ndarray) for m in dev)
+    for a, b in zip(dev, host):  # TF32 convolutions on the GPU: allow a few boundary pixels
+        assert (a == b).mean() >= 0.99
+
+
 # -- TensorRT ---------------------------------------------------------------------------------------
 
 TEST_PROFILE = tb.ShapeProfile((240, 320), (240, 320), (256, 352), opt_batch=1, max_batch=2)

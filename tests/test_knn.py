@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pml_rt.knn import Candidates, global_topk, local_topk, merge_topk, topk, vote
+from pml_rt.knn import CPU_KERNELS, Candidates, cpu_kernel, global_topk, local_topk, merge_topk, set_cpu_kernel, topk, vote
 
 
-def test_global_topk_literal(xp):
+@pytest.fixture(params=CPU_KERNELS)
+def kernel(request, xp):
+    """Each way NumPy arrays are searched (CuPy arrays always run the array-module code)."""
+    if xp is not np and request.param != "numpy":
+        pytest.skip("the ONNX Runtime kernels serve NumPy arrays only")
+    with cpu_kernel(request.param):
+        yield request.param
+
+
+def test_global_topk_literal(xp, kernel):
     refs = xp.asarray([[1, 0], [0, 1], [-1, 0], [0.8, 0.6]], dtype=xp.float32)
     labels = xp.asarray([1, 2, 0, 1], dtype=xp.int32)
     q = xp.asarray([[1, 0], [0, 1]], dtype=xp.float32)
@@ -19,7 +28,7 @@ def test_global_topk_literal(xp):
 
 
 @pytest.mark.parametrize("m,k", [(3, 5), (50, 5), (5000, 5), (5000, 1)])
-def test_global_topk_matches_sort(xp, m, k):
+def test_global_topk_matches_sort(xp, kernel, m, k):
     rng = np.random.default_rng(m + k)
     q = xp.asarray(rng.normal(size=(40, 8)), dtype=xp.float32)
     r = xp.asarray(rng.normal(size=(m, 8)), dtype=xp.float32)
@@ -33,7 +42,7 @@ def test_global_topk_matches_sort(xp, m, k):
         assert (np.asarray(c.labels.tolist())[:, m:] == -1).all()
 
 
-def test_topk_two_stage_equals_partition(xp):
+def test_topk_two_stage_equals_partition(xp, kernel):
     rng = np.random.default_rng(1)
     s = xp.asarray(rng.normal(size=(30, 3000)), dtype=xp.float32)
     a = np.sort(np.asarray(topk(s, 5, block=16).tolist()), axis=1)
@@ -42,7 +51,7 @@ def test_topk_two_stage_equals_partition(xp):
 
 
 @pytest.mark.parametrize("tile", [3, 4, 8])
-def test_local_topk_brute_force(xp, tile):
+def test_local_topk_brute_force(xp, kernel, tile):
     rng = np.random.default_rng(tile)
     h, w, d, p, r, k = 9, 11, 6, 2, 2, 3
     q = rng.normal(size=(h, w, d)).astype(np.float32)
@@ -88,3 +97,36 @@ def test_vote_rejects_unknown_weighting():
     c = Candidates(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.int32))
     with pytest.raises(ValueError, match="weighting"):
         vote(c, 2, weighting="median")
+
+
+def test_kernels_agree_on_a_real_sized_frame():
+    """ONNX Runtime and NumPy kernels give the same candidates on a frame-sized problem."""
+    rng = np.random.default_rng(7)
+    h, w, d, p = 20, 27, 16, 3
+    unit = lambda a: (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)  # noqa: E731
+    q, keys = unit(rng.normal(size=(h, w, d))), unit(rng.normal(size=(p, h, w, d)))
+    lab = rng.integers(-1, 3, size=(p, h, w))
+    active = rng.random((h, w)) < 0.3
+    refs, rl = unit(rng.normal(size=(700, d))), rng.integers(0, 3, 700).astype(np.int32)
+    out = {}
+    for name in CPU_KERNELS:
+        with cpu_kernel(name):
+            loc = local_topk(q, keys, lab, 3, 5, active=active)
+            glob = global_topk(q.reshape(-1, d), refs, rl, 5)
+        out[name] = [np.sort(a, axis=1) for a in (loc.sims, glob.sims)]
+    for a, b in zip(*out.values()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_unknown_kernel_is_rejected():
+    with pytest.raises(ValueError, match="numpy"):
+        set_cpu_kernel("fortran")
+
+
+def test_shipped_kernels_match_their_builder():
+    """pml_rt/kernels/*.onnx are what export/build_kernels.py writes (rebuild if this fails)."""
+    pytest.importorskip("onnx", reason="onnx (the export extra) builds the kernels")
+    from pml_rt.knn_ort import build_graphs, kernel_dir
+
+    for name, data in build_graphs().items():
+        assert (kernel_dir() / f"{name}.onnx").read_bytes() == data, f"rebuild with: python export/build_kernels.py"
