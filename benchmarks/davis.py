@@ -18,6 +18,7 @@ import sys
 
 from pml_rt.davis import default_data_root
 from pml_rt.evaluate import evaluate_configs, format_table
+from pml_rt.registry import DEFAULT_MODEL
 from pml_rt.segmenter import Segmenter
 from pml_rt.upsample import DEFAULT_METHOD, METHODS
 
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra", action="append", default=[], metavar="NAME=KEY:VALUE[,KEY:VALUE]",
                    help="another setting: the default with these PropagationConfig fields changed, e.g. "
                         "cap1024=adaptation_cap:1024 (repeatable)")
+    p.add_argument("--input-scale", type=float, default=1.0, choices=(1.0, 0.5),
+                   help="Segmenter(input_scale=...): run the network on frames shrunk by this factor (default 1)")
+    p.add_argument("--model", default=None, help="registered model (default: the packaged default)")
     p.add_argument("--out", default=None, help="write the default config's masks here")
     p.add_argument("--json", default=None, help="save the report as JSON")
     args = p.parse_args(argv)
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         configs[name] = {**CONFIGS["default (+recent refs)"], **opts, "upsample": args.upsample}
     for method in (args.compare_upsample.split(",") if args.compare_upsample else []):
         configs[f"default+{method}"] = {**CONFIGS["default (+recent refs)"], "upsample": method}
-    report = evaluate_configs(Segmenter(), args.davis, configs, split=args.split, max_frames=args.max_frames,
+    seg = Segmenter(args.model or DEFAULT_MODEL, input_scale=args.input_scale)
+    report = evaluate_configs(seg, args.davis, configs, split=args.split, max_frames=args.max_frames,
                               out_dir=args.out)
     print(format_table(report))
     if args.json:

@@ -61,8 +61,9 @@ def evaluate_configs(segmenter: Segmenter, root: str | os.PathLike, configs: dic
             for name in names_in_group:
                 method = configs[name].get("upsample", DEFAULT_METHOD)
                 t0 = time.perf_counter()
+                guide = (lambda t: frames[t]) if needs_guide(method) else (lambda t: None)  # noqa: E731
                 pred = np.stack([gt[0] if t == 0 else lut[upsample_labels(scores[t], video.frame_size, method,
-                                                                         frames[t] if needs_guide(method) else None)]
+                                                                         guide(t), stride=video.config.stride)]
                                  for t in range(len(frames))])
                 times[f"propagate:{name}"] += t_prop + time.perf_counter() - t0
                 results[name][seq] = evaluate_sequence(pred, gt)

@@ -10,6 +10,7 @@ reuses ``video.embeddings`` and costs only nearest-neighbour searches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -37,6 +38,20 @@ log = logging.getLogger("pml_rt")
 #: propagating (5000 frames of 854x480 with 2 labels take 128 MB and stay in memory).
 SCORE_SPILL_BYTES = 256 << 20
 
+#: Input scales a Segmenter accepts: the cell side stride / scale stays a whole number of pixels.
+INPUT_SCALES = (1.0, 0.5)
+
+
+def shrink_frames(frames: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> uint8 (N, ceil(H*scale), ceil(W*scale), 3), area-averaged
+    (Pillow's reducing resize), so the network sees (ceil(H/s), ceil(W/s)) cells of side s = stride/scale."""
+    from PIL import Image  # noqa: PLC0415
+
+    n, hh, ww = frames.shape[:3]
+    size = (int(np.ceil(ww * scale)), int(np.ceil(hh * scale)))
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR, reducing_gap=2.0)) for f in frames])
+
+
 #: A GPU backend's embeddings up to this many bytes (float16) also stay on the device, so
 #: propagation and upsampling run there without copying them back (4 GiB: about 2,400
 #: frames of 854x480). Longer videos propagate from the host copy.
@@ -57,16 +72,31 @@ class Segmenter:
     model: a name from :func:`pml_rt.registry.list_models`; backend: ``"auto"``,
     ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``; ``backend_options`` go to the backend
     (for example ``model_path=`` for ONNX Runtime, ``engine_path=`` for TensorRT).
+
+    input_scale: one of :data:`INPUT_SCALES`. Below 1, frames are shrunk by that factor before
+    the network (a 854x480 frame runs as 427x240 at 0.5), so each embedding covers a
+    (stride / input_scale)-pixel cell of the original frame: the network and the search
+    cost about 4x and 10x less, and masks come out at full resolution, coarser at the edges
+    (measured in docs/RESULTS.md).
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, backend: str = "auto", **backend_options: Any):
+    def __init__(self, model: str = DEFAULT_MODEL, backend: str = "auto", *, input_scale: float = 1.0,
+                 **backend_options: Any):
+        if input_scale not in INPUT_SCALES:
+            raise InputError(f"input_scale must be one of {INPUT_SCALES}, got {input_scale!r}")
         self.config: ModelConfig = get_model_config(model)
+        self.input_scale = float(input_scale)
+        # What the embeddings of a video mean: the model's config with the stride seen from the
+        # original frame (8 at full scale, 16 at 0.5).
+        self.video_config: ModelConfig = dataclasses.replace(self.config,
+                                                             stride=int(round(self.config.stride / input_scale)))
         self.backend: Backend = create_backend(backend, self.config, **backend_options)
         self._lock = threading.Lock()  # guards lazy set-up shared by threads (backend activation)
         self._identity: tuple[Backend, dict] | None = None  # model_identity() of that backend, computed once
 
     def __repr__(self) -> str:
-        return f"Segmenter(model={self.config.name!r}, backend={self.backend.describe()!r})"
+        scale = f", input_scale={self.input_scale}" if self.input_scale != 1 else ""
+        return f"Segmenter(model={self.config.name!r}, backend={self.backend.describe()!r}{scale})"
 
     def close(self) -> None:
         """Free the backend's resources (device memory, sessions)."""
@@ -84,15 +114,14 @@ class Segmenter:
 
     def embed_frames(self, frames: np.ndarray, indices: np.ndarray | list[int]) -> np.ndarray:
         """Embeddings of frames uint8 (N, H, W, 3) with frame indices (N,): float32 (N, h, w, d)."""
-        with self._lock:  # two threads must not both build the backend's session (cheap once active)
-            self.backend.activate()
-        out = self.backend.embed(frames, self.frame_times(np.asarray(indices)))
-        return to_host(out)
+        return to_host(self._embed_batch(frames, np.asarray(indices)))
 
     def _embed_batch(self, frames: np.ndarray, indices: np.ndarray) -> Any:
         """As :meth:`embed_frames`, but left where the backend put it (NumPy, or CuPy on a GPU)."""
         with self._lock:
             self.backend.activate()
+        if self.input_scale != 1:
+            frames = shrink_frames(frames, self.input_scale)
         return self.backend.embed(frames, self.frame_times(np.asarray(indices)))
 
     def embed(self, video: Any, *, progress: bool = True, batch_size: int = 1, cache: bool | None = None,
@@ -124,7 +153,7 @@ class Segmenter:
         if n == 0:
             raise InputError(f"{source.path or 'video'}: no frames; expected at least one")
         hh, ww = source.frame_size
-        s = self.config.stride
+        s = self.video_config.stride
         shape = (n, -(-hh // s), -(-ww // s), self.config.d)
         label = f"video '{source.path}'" if source.path else "the frame array"
         use_cache = cache if cache is not None else cache_dir is not None
@@ -159,7 +188,8 @@ class Segmenter:
             meta = {}
         dev = device.array if device is not None else None
         meta["on_device"] = dev is not None
-        return EmbeddedVideo(source=source, embeddings=emb, config=self.config, meta=meta, device_embeddings=dev)
+        return EmbeddedVideo(source=source, embeddings=emb, config=self.video_config, meta=meta,
+                             device_embeddings=dev)
 
     def _embed_into(self, source: VideoSource, n: int, start: int, writer: Any, batch_size: int,
                     progress: bool) -> None:
@@ -206,7 +236,10 @@ class Segmenter:
             if self._identity is None or self._identity[0] is not self.backend:
                 from .cache import model_identity  # noqa: PLC0415
 
-                self._identity = (self.backend, model_identity(self.config, self.backend))
+                ident = model_identity(self.config, self.backend)
+                if self.input_scale != 1:  # other cells, other embeddings (full scale keeps its old keys)
+                    ident["input_scale"] = self.input_scale
+                self._identity = (self.backend, ident)
             return dict(self._identity[1])
 
     def stream(self, frames: Iterable[np.ndarray], mask: Any, *, k: int = 5, online_adaptation: bool = True,
@@ -231,7 +264,6 @@ class Segmenter:
         if max_pool is not None:
             if not isinstance(max_pool, (int, np.integer)) or max_pool < 0:
                 raise InputError(f"max_pool must be an integer >= 0, got {max_pool!r}")
-            import dataclasses  # noqa: PLC0415
 
             cfg = dataclasses.replace(cfg, adaptation_cap=int(max_pool))
         check_method(upsample)
@@ -423,8 +455,6 @@ class _DeviceScores(dict):
 def _config(k: int, online_adaptation: bool, recent_frames: int | None, window: int | None,
             weighting: str | None) -> PropagationConfig:
     """The default :class:`PropagationConfig` with the caller's overrides (None keeps a default)."""
-    import dataclasses  # noqa: PLC0415
-
     base = PropagationConfig()
     cfg = dataclasses.replace(
         base,

@@ -137,7 +137,7 @@ class LiveSegmentation(Iterator[np.ndarray]):
 
     def _run(self) -> Iterator[np.ndarray]:
         cfg, stats = self.cfg, self.stats
-        stride = self.segmenter.config.stride
+        stride = self.segmenter.video_config.stride
         guide_needed = needs_guide(self.upsample)
         t_start = None
         last_report = time.monotonic()

@@ -84,3 +84,24 @@ def test_real_sequence_few_frames(segmenter, data_root):
     masks = segmenter.embed(frames, progress=False).propagate(gt[0])
     j = np.asarray(jaccard(masks[1:], gt[1:]))
     assert j.min() > 0.7, j  # the swan is easy; an untrained embedding still holds it
+
+
+def test_half_input_scale_gives_coarser_cells_and_full_size_masks(segmenter, tmp_path):
+    clip, truth = make_tiny_clip(frames=4, h=96, w=128)
+    half = Segmenter(backend="onnxruntime", input_scale=0.5)
+    v = half.embed(clip, progress=False)
+    assert v.embeddings.shape == (4, 6, 8, 128) and v.config.stride == 16  # cells of 16x16 pixels
+    masks = v.propagate(truth[0], upsample="bilinear")
+    assert masks.shape == truth.shape and masks.dtype == np.uint8
+    for obj in (1, 2):
+        assert np.asarray(jaccard(masks[1:] == obj, truth[1:] == obj)).mean() > 0.4
+    # Other cells, other embeddings: the cache keeps full and half scale apart.
+    assert half.model_identity() != segmenter.model_identity()
+    full = segmenter.embed(clip, progress=False)
+    assert full.embeddings.shape == (4, 12, 16, 128)
+
+
+@pytest.mark.parametrize("scale", [0.3, 2.0, 0])
+def test_input_scale_must_be_a_listed_one(scale):
+    with pytest.raises(ValueError, match="input_scale"):
+        Segmenter(backend="onnxruntime", input_scale=scale)

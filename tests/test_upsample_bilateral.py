@@ -282,3 +282,25 @@ def test_benchmark_scores_and_table(one_disc) -> None:
     assert "bilateral-solver" in bench.format_table(rows)
     # The local F follows DAVIS: identical masks score 1, a mask against nothing 0.
     assert bench.local_f_measure(gt, gt) == 1.0 and bench.local_f_measure(gt, np.zeros_like(gt)) == 0.0
+
+
+@pytest.mark.parametrize("method", list(UPSAMPLERS))
+def test_coarser_cells_go_through_the_8_pixel_grid(method) -> None:
+    """Scores of 16-pixel cells (Segmenter(input_scale=0.5)) reach full size through the
+    edge-aware methods and stay sharper at the edge than bilinear from the same cells."""
+    from pml_rt.upsample import upsample_labels
+
+    hh, ww = 96, 128
+    labels = disc(hh, ww, 45.0, 61.0, 27.0).astype(np.int64)
+    guide = frame(labels, [BG, FG])
+    pad = np.zeros((hh, ww), np.float32)
+    pad[labels == 1] = 1
+    fg = pad.reshape(hh // 16, 16, ww // 16, 16).mean((1, 3))
+    scores = np.stack([1 - fg, fg]).astype(np.float32)  # (2, 6, 8): 16-pixel cells
+    edge = upsample_labels(scores, (hh, ww), method, guide, stride=16)
+    flat = upsample_labels(scores, (hh, ww), "bilinear", stride=16)
+    assert edge.shape == (hh, ww) and edge.dtype == np.uint8
+    band = edge_band(labels)
+    assert band_scores(edge, labels, band)[1] > band_scores(flat, labels, band)[1]
+    with pytest.raises(InputError, match="multiple of 8"):
+        upsample_labels(scores, (hh, ww), method, guide, stride=12)

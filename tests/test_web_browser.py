@@ -237,9 +237,9 @@ def test_bad_video_path_never_reaches_the_browser(tmp_path):
         Annotator(tmp_path / "missing", tmp_path / "out")
 
 
-def launch_cli(video: Path, out: Path) -> tuple[subprocess.Popen, str]:
+def launch_cli(video: Path, out: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """``pml-rt annotate VIDEO --port 0`` in a child process, as a user runs it; return it and its URL."""
-    cmd = [sys.executable, "-u", "-m", "pml_rt.cli", "annotate", str(video), "--port", "0", "--out", str(out)]
+    cmd = [sys.executable, "-u", "-m", "pml_rt.cli", "annotate", str(video), "--port", "0", "--out", str(out), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines = []
     deadline = time.monotonic() + 120
@@ -286,8 +286,9 @@ def test_cli_serves_the_page_and_stops_on_ctrl_c(browser, tmp_path):
 @pytest.mark.slow
 @pytest.mark.data
 def test_click_to_screen_on_davis_480p(browser, data_root, tmp_path):
-    """Click-to-screen on a 480p DAVIS clip (parkour, 100 frames; PML_RT_ANNOTATE_SEQ to change),
-    served by ``pml-rt annotate`` in its own process as a user runs it."""
+    """Click-to-screen on a 480p DAVIS clip (parkour, 100 frames; PML_RT_ANNOTATE_SEQ to change;
+    PML_RT_ANNOTATE_SCALE=0.5 for ``--input-scale 0.5``), served by ``pml-rt annotate`` in its own
+    process as a user runs it."""
     from pml_rt.io import read_mask
 
     seq = os.environ.get("PML_RT_ANNOTATE_SEQ", "parkour")
@@ -296,7 +297,8 @@ def test_click_to_screen_on_davis_480p(browser, data_root, tmp_path):
         pytest.skip(f"{frames} not found")
     gt = read_mask(data_root / "davis2016-dev" / "Annotations" / "480p" / seq / "00000.png")
     t0 = time.perf_counter()
-    proc, url = launch_cli(frames, tmp_path / "out")
+    scale = os.environ.get("PML_RT_ANNOTATE_SCALE", "1.0")
+    proc, url = launch_cli(frames, tmp_path / "out", "--input-scale", scale)
     try:
         context, page, problems = open_page(browser, url, viewport=(1280, 720))
         wait_js(page, "pml.ready", timeout=900)
@@ -320,7 +322,7 @@ def test_click_to_screen_on_davis_480p(browser, data_root, tmp_path):
             times.append(t)
             time.sleep(0.6)  # a user's pause; background prefetch runs meanwhile, as in real use
         screen = [t["screen_ms"] for t in times]
-        print(f"\n{seq}: {n_frames} frames {size[1]}x{size[0]}, page ready after {embed_s:.0f} s")
+        print(f"\n{seq}: {n_frames} frames {size[1]}x{size[0]}, input scale {scale}, page ready after {embed_s:.0f} s")
         for t in times:
             print(f"  {t['kind']:8s} screen {t['screen_ms']:6.1f} ms  {parts(t)}  server: {t['server_timing']}")
         print(f"click -> updated frame on screen: median {statistics.median(screen):.1f} ms, "

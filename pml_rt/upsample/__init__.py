@@ -16,6 +16,7 @@ METHODS = ("bilinear", "bilateral-solver", "joint-bilateral")
 # Measured best (docs/RESULTS.md): on the val split the solver adds 3.2 points of F and 1.6 of J
 # over bilinear at about 20 ms per 854x480 frame on the CPU.
 DEFAULT_METHOD = "bilateral-solver"
+EDGE_STRIDE = 8  # cell side (pixels) the bilateral solver and joint bilateral filter work on
 
 
 def needs_guide(method: str) -> bool:
@@ -40,6 +41,16 @@ def upsample_scores(scores: Any, out_size: tuple[int, int], method: str = "bilin
         raise InputError(f"upsample method {method!r} needs the frame as guide")
     if tuple(guide.shape[:2]) != tuple(out_size):
         raise InputError(f"guide frame is {tuple(guide.shape[:2])}, expected {tuple(out_size)}")
+    if stride != EDGE_STRIDE:
+        # The edge-aware methods work on cells of 8 pixels. Coarser cells (a Segmenter with
+        # input_scale 0.5 gives 16) are first resampled bilinearly onto the 8-pixel grid.
+        if stride % EDGE_STRIDE:
+            raise InputError(f"upsample method {method!r} needs a stride that is a multiple of {EDGE_STRIDE}, "
+                             f"got {stride}")
+        fine = (-(-out_size[0] // EDGE_STRIDE), -(-out_size[1] // EDGE_STRIDE))
+        scores = bilinear_upsample(scores, fine, stride // EDGE_STRIDE)
+        if confidence is not None:
+            confidence = bilinear_upsample(confidence[None], fine, stride // EDGE_STRIDE)[0]
     if method == "bilateral-solver":
         from .bilateral_solver import bilateral_solver_upsample  # noqa: PLC0415
 

@@ -123,14 +123,20 @@ def default_out_dir(video: str | Path) -> Path:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    """Run ``pml-rt annotate`` (args: video, port, host, out; debug and quiet where present)."""
+    """Run ``pml-rt annotate`` (args: video, port, host, out; input_scale, debug and quiet where present)."""
     require_web()
 
     host = str(args.host)
     print(f"pml-rt annotate: opening {args.video}", flush=True)
     source = open_video(args.video)  # a bad path or file fails here, before anything listens
     out = Path(args.out) if args.out else default_out_dir(args.video)
-    annotator = Annotator(source, out)
+    scale = float(getattr(args, "input_scale", 1.0) or 1.0)
+    segmenter = None  # the Annotator makes the default one while it embeds
+    if scale != 1:
+        from ..segmenter import Segmenter  # noqa: PLC0415
+
+        segmenter = Segmenter(input_scale=scale)
+    annotator = Annotator(source, out, segmenter=segmenter)
     sock = bind_socket(host, int(args.port))
     if not is_loopback(host):
         print(f"pml-rt annotate: warning: listening on {host}, not on loopback: anyone who can reach this "
