@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="registered model name (default: the packaged default)")
     p.add_argument("--checkpoint", default=None,
-                   help="trained embedder state dict (.pt); default: ImageNet backbone with the untrained head")
+                   help="embedder state dict (.pt); default: the registered model's weights (ImageNet backbone, and a "
+                        "trained model's head from its packaged ONNX)")
     p.add_argument("--onnx", required=True, help="where to write the ONNX model (dynamic N, H, W)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--engine", nargs="?", const="", default=None,
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pml_rt.network.embedder import Embedder
+    from pml_rt.backends.torch_backend import packaged_embedder
     from pml_rt.network.export import export_onnx
     from pml_rt.registry import DEFAULT_MODEL, get_model_config
 
@@ -49,12 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot build a TensorRT engine here: {why}", file=sys.stderr)
             return 2
     t0 = time.perf_counter()
-    model = Embedder(cfg, imagenet=args.checkpoint is None)
-    if args.checkpoint:
-        import torch
-
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("model", state))
+    model = packaged_embedder(cfg, args.checkpoint)  # a trained model's head comes from its packaged ONNX
     path = export_onnx(model, args.onnx, opset=args.opset)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     if args.engine is not None:

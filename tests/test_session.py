@@ -246,7 +246,7 @@ def test_position_prior_defaults_follow_the_model():
     from pml_rt.registry import get_model_config
     from pml_rt.session import UNTRAINED_POSITION_WEIGHT, _position_defaults
 
-    cfg = get_model_config()
+    cfg = get_model_config("mnv2-os8-untrained")
     assert not cfg.trained and _position_defaults(cfg, None, None) == (UNTRAINED_POSITION_WEIGHT, 0.0)
     assert _position_defaults(dataclasses.replace(cfg, trained=True), None, None) == (0.0, 0.0)
     assert _position_defaults(dataclasses.replace(cfg, extra={"position_weight": 1.5}), None, 2) == (1.5, 2.0)

@@ -14,8 +14,9 @@ from .base import Backend
 class TorchBackend(Backend):
     """Runs :class:`pml_rt.network.embedder.Embedder` in PyTorch.
 
-    ``checkpoint``: a state-dict file of a trained embedder; without it the ImageNet
-    backbone with the zero (untrained) head, which is what the untrained packaged ONNX holds.
+    ``checkpoint``: a state-dict file of a whole embedder. Without it: the ImageNet backbone
+    and, for a trained packaged model, the head weights read from its ONNX file (the one
+    source of the shipped weights); for the untrained model the zero head it holds.
     On CUDA the output stays on the device and is returned as a CuPy array (zero copy).
     """
 
@@ -32,13 +33,7 @@ class TorchBackend(Backend):
 
     def _activate(self) -> None:
         torch = require("torch", "the torch backend")
-        from ..network.embedder import Embedder  # noqa: PLC0415
-
-        model = Embedder(self.cfg, imagenet=self.checkpoint is None)
-        if self.checkpoint:
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-            model.load_state_dict(state.get("model", state))
-        model = model.eval().to(self.device)
+        model = packaged_embedder(self.cfg, self.checkpoint).to(self.device)
         if self.half:
             model = model.half()
         self._model = torch.compile(model) if self.compile else model
@@ -60,3 +55,36 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         return f"torch ({self.device}{', compiled' if self.compile else ''}{', fp16' if self.half else ''})"
+
+
+def packaged_embedder(cfg: ModelConfig, checkpoint: str | None = None) -> Any:
+    """The torch :class:`~pml_rt.network.embedder.Embedder` of registered model ``cfg``, in eval
+    mode: ImageNet backbone plus, for a trained model, the head weights from its packaged ONNX
+    file; or every weight from ``checkpoint`` (a state-dict file) where given."""
+    torch = require("torch", "the PyTorch embedder")
+    from ..network.embedder import Embedder  # noqa: PLC0415
+
+    model = Embedder(cfg, imagenet=checkpoint is None, spatio_temporal=bool(cfg.extra.get("spatio_temporal", True)),
+                     hidden=int(cfg.extra.get("hidden", 256)))
+    if checkpoint:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", state))
+    elif cfg.trained:
+        model.head.load_state_dict(head_weights_from_onnx(cfg.path, torch))
+    return model.eval()
+
+
+def head_weights_from_onnx(path: Any, torch: Any) -> dict:
+    """The embedding head's state dict (``conv1.*``, ``conv2.*``, ``proj.*`` where present) from
+    the initializers ``head.*`` of a packaged ONNX file (needs the ``onnx`` package)."""
+    onnx = require("onnx", "reading a trained head into the torch backend")
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    from ..errors import BackendError  # noqa: PLC0415
+
+    model = onnx.load(str(path))
+    state = {init.name[len("head."):]: torch.from_numpy(numpy_helper.to_array(init).copy())
+             for init in model.graph.initializer if init.name.startswith("head.")}
+    if not state:
+        raise BackendError(f"{path} has no head.* weights; rebuild it with python -m training export")
+    return state
