@@ -38,9 +38,10 @@ def coordinate_channels(n: int, h: int, w: int, time: torch.Tensor, like: torch.
 class EmbeddingHead(nn.Module):
     """Two 1x1 convolutions over [features, y, x, t], added to a projection of the features."""
 
-    def __init__(self, cin: int, d: int, hidden: int = 256, spatio_temporal: bool = True):
+    def __init__(self, cin: int, d: int, hidden: int = 256, spatio_temporal: bool = True, dropout: float = 0.0):
         super().__init__()
         self.spatio_temporal = spatio_temporal
+        self.drop = nn.Dropout(dropout)  # on the hidden layer, training only (no parameters)
         extra = 3 if spatio_temporal else 0
         self.proj = nn.Identity() if cin == d else nn.Conv2d(cin, d, 1)
         self.conv1 = nn.Conv2d(cin + extra, hidden, 1)
@@ -53,22 +54,53 @@ class EmbeddingHead(nn.Module):
         x = feats
         if self.spatio_temporal:
             x = torch.cat([feats, coordinate_channels(n, h, w, time, feats)], dim=1)
-        return _l2n(self.proj(feats) + self.conv2(F.relu(self.conv1(x))))
+        return _l2n(self.proj(feats) + self.conv2(self.drop(F.relu(self.conv1(x)))))
+
+    def forward_cells(self, feats: torch.Tensor, yxt: torch.Tensor) -> torch.Tensor:
+        """The same map on a set of cells: feats (M, cin), yxt (M, 3) coordinates and time -> (M, d).
+
+        Equal to :meth:`forward` at those cells (1x1 convolutions are per-cell linear maps);
+        training uses it to run the head only on the cells a loss looks at.
+        """
+        x = torch.cat([feats, yxt.to(feats.dtype)], dim=1) if self.spatio_temporal else feats
+
+        def lin(conv: nn.Module, v: torch.Tensor) -> torch.Tensor:
+            return F.linear(v, conv.weight.flatten(1), conv.bias)
+
+        proj = feats if isinstance(self.proj, nn.Identity) else lin(self.proj, feats)
+        return _l2n(proj + lin(self.conv2, self.drop(F.relu(lin(self.conv1, x)))), dim=1)
+
+
+BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def build_backbone(name: str, taps: tuple[int, ...] | None, stride: int = 8, imagenet: bool = True) -> nn.Module:
+    """A dilated backbone by name (see :data:`BACKBONES`); ``forward`` gives the tapped blocks."""
+    if name == "mobilenet_v2":
+        net = DilatedMobileNetV2(taps=taps or (6, 13), output_stride=stride)
+        if imagenet:
+            net.load_imagenet(imagenet_checkpoint_path())
+        return net
+    if name.startswith("efficientnet_lite") and name in BACKBONES:
+        from . import efficientnet  # noqa: PLC0415
+
+        variant = int(name[-1])
+        net = efficientnet.DilatedEfficientNetLite(variant, taps=taps or None, output_stride=stride)
+        if imagenet:
+            net.load_imagenet(efficientnet.imagenet_checkpoint_path(variant))
+        return net
+    raise ValueError(f"backbone {name!r} is not defined here; available: {', '.join(BACKBONES)}")
 
 
 class Embedder(nn.Module):
     """Frames (N, 3, H, W) in 0..255 and times (N,) -> embeddings (N, d, H/8, W/8), unit length."""
 
-    def __init__(self, cfg: ModelConfig, imagenet: bool = True, spatio_temporal: bool = True):
+    def __init__(self, cfg: ModelConfig, imagenet: bool = True, spatio_temporal: bool = True, hidden: int = 256):
         super().__init__()
-        if cfg.backbone != "mobilenet_v2":
-            raise ValueError(f"backbone {cfg.backbone!r} is not defined here; available: mobilenet_v2")
         self.cfg = cfg
-        self.backbone = DilatedMobileNetV2(taps=cfg.taps, output_stride=cfg.stride)
-        if imagenet:
-            self.backbone.load_imagenet(imagenet_checkpoint_path())
+        self.backbone = build_backbone(cfg.backbone, cfg.taps, cfg.stride, imagenet)
         cin = sum(self.backbone.out_channels)
-        self.head = EmbeddingHead(cin, cfg.d, spatio_temporal=spatio_temporal)
+        self.head = EmbeddingHead(cin, cfg.d, hidden=hidden, spatio_temporal=spatio_temporal)
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1) * 255.0)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .tapped import load_matching, run_tapped
+
 # (expand ratio t, output channels c, repeats n, stride s) of torchvision's MobileNetV2.
 _SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
@@ -82,21 +84,11 @@ class DilatedMobileNetV2(nn.Module):
         self.out_channels = [BLOCK_CHANNELS[i] for i in self.taps]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for i, block in enumerate(self.features):
-            x = block(x)
-            if i in self.taps:
-                outs.append(x)
-        return outs
+        return run_tapped(self.features, self.taps, x)
 
     def load_imagenet(self, path: str) -> None:
         """Load torchvision's ImageNet checkpoint (keys ``features.*``; the classifier is ignored)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        own = self.state_dict()
-        missing = [k for k in own if k not in state]
-        if missing:
-            raise ValueError(f"{path} is not a torchvision MobileNetV2 checkpoint: missing {missing[:3]}...")
-        self.load_state_dict({k: state[k] for k in own})
+        load_matching(self, path, "torchvision MobileNetV2")
 
 
 def imagenet_checkpoint_path() -> str:
