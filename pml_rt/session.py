@@ -603,22 +603,22 @@ class Session:
 
     def _penalty(self, rows: Any, cells: Any) -> Any:
         """float32 (n, m): a^2 |p - p'|^2 / 2 between cells ``rows`` (n,) (None: every cell, in
-        order) and reference cells ``cells`` (m,), a = ``position_weight``."""
+        order) and reference cells ``cells`` (m,), a = ``position_weight``.
+
+        Built from one spatial map (h*w, m) and one temporal table (T, m), both small, so any
+        rows cost a gather and an add, not a recomputation of their coordinates.
+        """
         xp = self.xp
         t, h, w = self.shape
         px, py, pz = self._pos
         half = xp.float32(self.position_weight ** 2 / 2)
         rt, rest = cells // (h * w), cells % (h * w)
-        if rows is None:  # (T, h*w, m) as one spatial map plus one temporal vector
-            sp = (px[None, :, None] - px[rest % w][None, None, :]) ** 2 \
-                + (py[:, None, None] - py[rest // w][None, None, :]) ** 2  # (h, w, m)
-            tm = (pz[:, None] - pz[rt][None, :]) ** 2  # (T, m)
-            return ((sp.reshape(1, h * w, -1) + tm[:, None, :]) * half).reshape(t * h * w, -1)
-        qt, qrest = rows // (h * w), rows % (h * w)
-        d2 = (px[qrest % w][:, None] - px[rest % w][None, :]) ** 2 \
-            + (py[qrest // w][:, None] - py[rest // w][None, :]) ** 2 \
-            + (pz[qt][:, None] - pz[rt][None, :]) ** 2
-        return d2 * half
+        sp = ((px[None, :, None] - px[rest % w][None, None, :]) ** 2
+              + (py[:, None, None] - py[rest // w][None, None, :]) ** 2).reshape(h * w, -1) * half  # (h*w, m)
+        tm = (pz[:, None] - pz[rt][None, :]) ** 2 * half  # (T, m)
+        if rows is None:
+            return (sp[None] + tm[:, None, :]).reshape(t * h * w, -1)
+        return sp[rows % (h * w)] + tm[rows // (h * w)]
 
     def _nearest(self, rows: Any, ref_ids: np.ndarray, chunk_bytes: int = 16 << 20) -> tuple[Any, Any]:
         """Best min(k, M) scores (n, k) and reference ids (n, k) of cells ``rows`` (None: every
@@ -643,17 +643,11 @@ class Session:
         kk = min(k, m)
         step = max(1, int(chunk_bytes // (4 * m)))
         ref_t = xp.ascontiguousarray(refs.T)
-        # Over every cell, the penalty's spatial map and temporal vector build all of it at once
-        # (a few references: the first click with its corners) far faster than per chunk.
-        whole = (self._penalty(None, cells) if self.position_weight and rows is None and n * m * 4 <= 64 << 20
-                 else None)
         for a in range(0, n, step):
             b = min(n, a + step)
             q = self.emb[a:b] if rows is None else self.emb[rows[a:b]]
             sims = q @ ref_t
-            if whole is not None:
-                sims -= whole[a:b]
-            elif self.position_weight:
+            if self.position_weight:
                 sims -= self._penalty(xp.arange(a, b) if rows is None else rows[a:b], cells)
             if kk == 1:
                 idx = xp.argmax(sims, axis=1)[:, None]
