@@ -17,7 +17,7 @@ import numpy as np
 from .davis import DavisDataset
 from .io import ArraySource, atomic_output_dir, write_palette_png
 from .metrics import evaluate_sequence, summarize
-from .propagate import propagate_scores
+from .propagate import PropagationConfig, propagate_scores
 from .segmenter import Segmenter
 from .upsample import DEFAULT_METHOD, needs_guide, upsample_labels
 
@@ -78,13 +78,12 @@ def _propagate_scores(video: Any, mask: np.ndarray, opts: dict[str, Any]) -> tup
     """Stride-8 scores (C, h, w) of every frame but 0, and the column -> id table."""
     from .segmenter import _config  # noqa: PLC0415
 
-    cfg = _config(opts.get("k", 5), opts.get("online_adaptation", True), opts.get("recent_frames"),
-                  opts.get("window"), opts.get("weighting"))
+    named = ("k", "online_adaptation", "recent_frames", "window", "weighting")
     # Any other PropagationConfig field (adaptation_cap, background_stride, ...) passes through.
-    extra = {f.name: opts[f.name] for f in dataclasses.fields(cfg) if f.name in opts
-             and f.name not in ("k", "online_adaptation", "recent_frames", "window", "weighting")}
-    cfg = dataclasses.replace(cfg, **extra)
-    cfg.validate()
+    extra = {f.name: opts[f.name] for f in dataclasses.fields(PropagationConfig) if f.name in opts
+             and f.name not in named}
+    cfg = _config(opts.get("k", 5), opts.get("online_adaptation", True), opts.get("recent_frames"),
+                  opts.get("window"), opts.get("weighting"), **extra)
     _, objects, ref = video.prepare_annotation(mask, 0)
     scores = {t: s for t, s in propagate_scores(video.embeddings, 0, ref, objects.num_labels, cfg, xp=np)}
     return scores, objects.lut()

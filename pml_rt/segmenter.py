@@ -260,12 +260,12 @@ class Segmenter:
         """
         from .stream import LiveSegmentation  # noqa: PLC0415
 
-        cfg = _config(k, online_adaptation, recent_frames, window, weighting)
+        pool = {}
         if max_pool is not None:
             if not isinstance(max_pool, (int, np.integer)) or max_pool < 0:
                 raise InputError(f"max_pool must be an integer >= 0, got {max_pool!r}")
-
-            cfg = dataclasses.replace(cfg, adaptation_cap=int(max_pool))
+            pool = {"adaptation_cap": int(max_pool)}
+        cfg = _config(k, online_adaptation, recent_frames, window, weighting, **pool)
         check_method(upsample)
         return LiveSegmentation(self, frames, mask, cfg, upsample=upsample, input_fps=input_fps)
 
@@ -453,8 +453,9 @@ class _DeviceScores(dict):
 
 
 def _config(k: int, online_adaptation: bool, recent_frames: int | None, window: int | None,
-            weighting: str | None) -> PropagationConfig:
-    """The default :class:`PropagationConfig` with the caller's overrides (None keeps a default)."""
+            weighting: str | None, **fields: Any) -> PropagationConfig:
+    """The default :class:`PropagationConfig` with the caller's overrides (None keeps a default);
+    ``fields``: any other of its fields (adaptation_cap, background_stride, ...)."""
     base = PropagationConfig()
     cfg = dataclasses.replace(
         base,
@@ -463,6 +464,7 @@ def _config(k: int, online_adaptation: bool, recent_frames: int | None, window: 
         recent_frames=base.recent_frames if recent_frames is None else int(recent_frames),
         window=base.window if window is None else int(window),
         weighting=weighting or base.weighting,
+        **fields,
     )
     try:
         cfg.validate()
