@@ -18,7 +18,7 @@ import sys
 
 from pml_rt.davis import default_data_root
 from pml_rt.evaluate import evaluate_configs, format_table
-from pml_rt.registry import DEFAULT_MODEL
+from pml_rt.registry import DEFAULT_MODEL, INPUT_SCALES
 from pml_rt.segmenter import Segmenter
 from pml_rt.upsample import DEFAULT_METHOD, METHODS
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra", action="append", default=[], metavar="NAME=KEY:VALUE[,KEY:VALUE]",
                    help="another setting: the default with these PropagationConfig fields changed, e.g. "
                         "cap1024=adaptation_cap:1024 (repeatable)")
-    p.add_argument("--input-scale", type=float, default=1.0, choices=(1.0, 0.5),
+    p.add_argument("--input-scale", type=float, default=1.0, choices=INPUT_SCALES,
                    help="Segmenter(input_scale=...): run the network on frames shrunk by this factor (default 1)")
     p.add_argument("--model", default=None, help="registered model (default: the packaged default)")
     p.add_argument("--out", default=None, help="write the default config's masks here")

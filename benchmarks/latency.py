@@ -49,7 +49,7 @@ from pml_rt.annotations import ObjectMap, cell_labels  # noqa: E402
 from pml_rt.io import FolderSource, open_video, read_mask, write_palette_png  # noqa: E402
 from pml_rt.knn import cpu_kernel  # noqa: E402
 from pml_rt.propagate import PropagationConfig, propagate_scores  # noqa: E402
-from pml_rt.registry import DEFAULT_MODEL, get_model_config  # noqa: E402
+from pml_rt.registry import DEFAULT_MODEL, INPUT_SCALES, get_model_config  # noqa: E402
 from pml_rt.segmenter import shrink_frames  # noqa: E402
 from pml_rt.upsample import DEFAULT_METHOD, METHODS, check_method, needs_guide, upsample_labels  # noqa: E402
 
@@ -619,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None,
                    help=f"upsample methods, comma-separated (default: all of {', '.join(METHODS)})")
     p.add_argument("--model", default=DEFAULT_MODEL, help="registered model (default the packaged one)")
-    p.add_argument("--input-scale", type=float, default=0.5, choices=(1.0, 0.5),
+    p.add_argument("--input-scale", type=float, default=0.5, choices=INPUT_SCALES,
                    help="cpu: also time end to end with the network on frames shrunk by this factor "
                         "(Segmenter(input_scale=...)); 1 skips it (default 0.5)")
     p.add_argument("--engine", default=None, help="cuda: TensorRT plan (default: the default-named one, if built)")

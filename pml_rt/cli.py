@@ -26,9 +26,15 @@ def _add_propagation_options(p: argparse.ArgumentParser) -> None:
                    help="earlier frames used as local references (0 turns it off; default: the model's)")
     p.add_argument("--model", default=None, help="registered model name (default: the packaged one)")
     p.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt or torch (default auto)")
-    p.add_argument("--input-scale", type=float, default=1.0, choices=(1.0, 0.5),
-                   help="run the network on frames shrunk by this factor (0.5: about 4x faster, coarser "
-                        "edges; masks stay full size; default 1)")
+    _add_input_scale(p, "masks stay full size")
+
+
+def _add_input_scale(p: argparse.ArgumentParser, note: str) -> None:
+    from .registry import INPUT_SCALES
+
+    p.add_argument("--input-scale", type=float, default=1.0, choices=INPUT_SCALES,
+                   help=f"run the network on frames shrunk by this factor (0.5: about 4x faster, coarser "
+                        f"edges; {note}; default 1)")
 
 
 def _segmenter(args: argparse.Namespace):
@@ -206,9 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     a.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     a.add_argument("--out", default=None, help="folder for exported masks")
-    a.add_argument("--input-scale", type=float, default=1.0, choices=(1.0, 0.5),
-                   help="run the network on frames shrunk by this factor: 0.5 embeds about 4x faster and "
-                        "answers clicks faster, with coarser edges (default 1)")
+    _add_input_scale(a, "clicks are answered faster")
     a.set_defaults(func=_lazy("pml_rt.web.server", "cli_main"))
 
     b = sub.add_parser("batch", help="segment many videos listed in a manifest, on Ray")

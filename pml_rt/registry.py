@@ -17,6 +17,10 @@ from .errors import InputError
 # (docs/TRAINING.md); the untrained model stays registered for comparison.
 DEFAULT_MODEL = "mnv2-os8-trained"
 
+#: Input scales a Segmenter accepts for any model here: the cell side stride / scale stays a
+#: whole number of pixels (8 at full scale, 16 at 0.5).
+INPUT_SCALES = (1.0, 0.5)
+
 
 @dataclass(frozen=True)
 class ModelConfig:

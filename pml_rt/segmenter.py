@@ -25,7 +25,7 @@ from .backends.base import Backend
 from .errors import InputError
 from .io import VideoSource, open_video, read_mask
 from .propagate import PropagationConfig, propagate_scores
-from .registry import DEFAULT_MODEL, ModelConfig, get_model_config
+from .registry import DEFAULT_MODEL, INPUT_SCALES, ModelConfig, get_model_config
 from .upsample import DEFAULT_METHOD, check_method, needs_guide, upsample_labels
 from .xp import get_xp, to_device, to_host
 
@@ -37,10 +37,6 @@ log = logging.getLogger("pml_rt")
 #: Stride-8 scores of all frames (float16) above this many bytes are kept on disk while
 #: propagating (5000 frames of 854x480 with 2 labels take 128 MB and stay in memory).
 SCORE_SPILL_BYTES = 256 << 20
-
-#: Input scales a Segmenter accepts: the cell side stride / scale stays a whole number of pixels.
-INPUT_SCALES = (1.0, 0.5)
-
 
 def shrink_frames(frames: np.ndarray, scale: float) -> np.ndarray:
     """uint8 (N, H, W, 3) -> uint8 (N, ceil(H*scale), ceil(W*scale), 3), area-averaged
