@@ -546,6 +546,8 @@ class LatencyReport:
     memory_floor: float  # one matrix-vector product over the float32 embeddings: the least an exact click costs
     recompute: float  # rebuilding the search from scratch with the same references
     session_start: float  # Session(...) itself (float32 copy of the embeddings)
+    to_mask_first: np.ndarray = field(default_factory=lambda: np.zeros(0))  # add_clicks(defer=True) + mask(frame)
+    settle: np.ndarray = field(default_factory=lambda: np.zeros(0))  # then settle(): the other frames
 
 
 def measure_latency(video: Any, clicks: list[tuple[int, int, int, int]], *, warmup: int = 20,
@@ -554,7 +556,8 @@ def measure_latency(video: Any, clicks: list[tuple[int, int, int, int]], *, warm
 
     Pass 1 times click -> ``cell_labels()``, pass 2 click -> ``mask(frame)``, pass 3
     click -> ``masks()`` (as an interface would call them; each pass fills its caches as a
-    user's screen would). Timings are wall-clock, taken side by side with a floor (one
+    user's screen would), pass 4 ``add_clicks(defer=True)`` -> ``mask(frame)`` and then, apart,
+    ``settle()`` (the clicked frame first, the others after it, as the annotator does). Timings are wall-clock, taken side by side with a floor (one
     matrix-vector product over the embeddings, which reads them all once: the least an
     exact kNN update can cost) so that a busy machine shows as a ratio.
     """
@@ -564,12 +567,13 @@ def measure_latency(video: Any, clicks: list[tuple[int, int, int, int]], *, warm
         raise InputError(f"need more than warmup={warmup} clicks, got {len(clicks)}")
     opts = session_options or {}
     measured = clicks[warmup:]
-    out: dict[str, list[float]] = {"update": [], "to_labels": [], "to_mask": [], "to_masks": []}
+    out: dict[str, list[float]] = {"update": [], "to_labels": [], "to_mask": [], "to_masks": [],
+                                   "to_mask_first": [], "settle": []}
     changed: list[int] = []
     floor: list[float] = []
     starts: list[float] = []
     recompute = float("nan")
-    for mode in ("to_labels", "to_mask", "to_masks"):
+    for mode in ("to_labels", "to_mask", "to_masks", "to_mask_first"):
         t0 = _time.perf_counter()
         s = video.session(**opts)
         starts.append(_time.perf_counter() - t0)
@@ -581,16 +585,22 @@ def measure_latency(video: Any, clicks: list[tuple[int, int, int, int]], *, warm
             s.emb @ s.emb[0]
             floor.append(_time.perf_counter() - t0)
             t0 = _time.perf_counter()
-            up = s.add_clicks(t, [[x, y]], [label])
+            up = s.add_clicks(t, [[x, y]], [label], defer=mode == "to_mask_first")
             t1 = _time.perf_counter()
-            if mode == "to_labels":
+            if mode == "to_mask_first":
+                s.mask(t)
+                t2 = _time.perf_counter()
+                s.settle()
+                out["settle"].append(_time.perf_counter() - t2)
+            elif mode == "to_labels":
                 s.cell_labels()
             elif mode == "to_mask":
                 s.mask(t)
             else:
                 s.masks()
             t2 = _time.perf_counter()
-            out["update"].append(t1 - t0)
+            if mode != "to_mask_first":
+                out["update"].append(t1 - t0)
             out[mode].append(t2 - t0)
             if mode == "to_masks":
                 changed.append(len(up.frames))
@@ -601,7 +611,8 @@ def measure_latency(video: Any, clicks: list[tuple[int, int, int, int]], *, warm
     return LatencyReport(video.num_frames, tuple(int(v) for v in video.embeddings.shape[:3]),
                          tuple(int(v) for v in video.frame_size), np.asarray(out["update"]),
                          np.asarray(out["to_labels"]), np.asarray(out["to_mask"]), np.asarray(out["to_masks"]),
-                         np.asarray(changed), float(np.median(floor)), recompute, float(np.median(starts)))
+                         np.asarray(changed), float(np.median(floor)), recompute, float(np.median(starts)),
+                         np.asarray(out["to_mask_first"]), np.asarray(out["settle"]))
 
 
 def format_latency(rep: LatencyReport, targets: dict[str, float] | None = None) -> str:
@@ -612,7 +623,11 @@ def format_latency(rep: LatencyReport, targets: dict[str, float] | None = None) 
              "", "| path | median ms | p90 ms | max ms | target ms | median / floor |",
              "|---|---|---|---|---|---|"]
     for name, arr in (("click -> kNN update", rep.update), ("click -> labels, all frames (stride 8)", rep.to_labels),
-                      ("click -> mask(frame), full res", rep.to_mask), ("click -> masks(), full res", rep.to_masks)):
+                      ("click -> mask(frame), full res", rep.to_mask), ("click -> masks(), full res", rep.to_masks),
+                      ("click (defer=True) -> mask(frame), full res", rep.to_mask_first),
+                      ("then settle(): every other frame", rep.settle)):
+        if not len(arr):
+            continue
         key = {"click -> labels, all frames (stride 8)": "to_labels", "click -> mask(frame), full res": "to_mask",
                "click -> masks(), full res": "to_masks"}.get(name)
         tgt = f"{1000 * targets[key]:.0f}" if key in targets else ""

@@ -87,6 +87,15 @@ class _Removal:
     refs: np.ndarray  # the object's references it switched off
 
 
+@dataclass
+class _Pending:
+    """The rest of the video's update for the last annotation made with ``defer=True``."""
+
+    frame: int  # the annotated frame, already up to date
+    refs: np.ndarray  # references the annotation added
+    replaced: np.ndarray  # references it switched off
+
+
 #: Upsampling while the user works: bilinear answers a whole 480p frame in about a
 #: millisecond (the edge-aware methods take tens); pass ``upsample=`` for final masks.
 INTERACTIVE_UPSAMPLE = "bilinear"
@@ -333,6 +342,7 @@ class Session:
         self._labels = self.xp.zeros(t * h * w, dtype=self.xp.uint8)  # current user id of every cell
         self._masks: dict[int, np.ndarray] = {}  # full-resolution masks, dropped when their frame changes
         self._geometry: _Bilinear | None = None  # bilinear weights, built on first use
+        self._pending: _Pending | None = None  # the other frames of a deferred annotation
 
     # -- public state --------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -359,34 +369,39 @@ class Session:
         return bool(self.history)
 
     # -- verbs ---------------------------------------------------------------------------
-    def add_clicks(self, frame: int, points: Any, labels: Any) -> Update:
+    def add_clicks(self, frame: int, points: Any, labels: Any, *, defer: bool = False) -> Update:
         """Clicks on ``frame``: points (N, 2) pixel (x, y), labels (N,) object ids (0 = background).
 
         One annotation (undo takes all N back). Where two points fall in one cell the last wins.
+        defer: bring only ``frame`` up to date now and leave the other frames to :meth:`settle`
+        (which any later call that needs them runs first): an interface shows the clicked
+        frame after a search over one frame's cells instead of the whole video's.
         """
         frame = self.video.check_frame(frame)
         pts = self._check_points(frame, points)
         ids = self._check_labels(labels, len(pts), f"frame {frame}: labels")
         s, (_, _, w) = self.stride, self.shape
         cells = (pts[:, 1] // s) * w + pts[:, 0] // s
-        return self._annotate("clicks", frame, cells, ids)
+        return self._annotate("clicks", frame, cells, ids, defer)
 
-    def add_scribble(self, frame: int, path: Any, label: int) -> Update:
-        """A polyline (M, 2) pixel (x, y) on ``frame`` with one ``label``; labels every cell it crosses."""
+    def add_scribble(self, frame: int, path: Any, label: int, *, defer: bool = False) -> Update:
+        """A polyline (M, 2) pixel (x, y) on ``frame`` with one ``label``; labels every cell it
+        crosses. defer: as in :meth:`add_clicks`."""
         frame = self.video.check_frame(frame)
         pts = self._check_points(frame, path, what="scribble point")
         ids = self._check_labels([label], 1, f"frame {frame}: scribble label")
         px = polyline_pixels(pts)
         s, (_, _, w) = self.stride, self.shape
         cells = np.unique((px[:, 1] // s) * w + px[:, 0] // s)
-        return self._annotate("scribble", frame, cells, np.full(len(cells), ids[0], dtype=np.uint8))
+        return self._annotate("scribble", frame, cells, np.full(len(cells), ids[0], dtype=np.uint8), defer)
 
-    def add_mask(self, frame: int, mask: Any) -> Update:
+    def add_mask(self, frame: int, mask: Any, *, defer: bool = False) -> Update:
         """A full mask of ``frame``: (H, W) object ids (array or PNG path), as in ``propagate``.
 
         Each cell takes its majority id; object cells all become references, background cells
         on a ``background_stride`` grid. Replaces the frame's earlier references. An
-        all-background mask is allowed (it says the frame holds no object).
+        all-background mask is allowed (it says the frame holds no object). defer: as in
+        :meth:`add_clicks`.
         """
         frame = self.video.check_frame(frame)
         # An all-background mask is a real annotation here ("no object on this frame").
@@ -398,7 +413,7 @@ class Session:
         keep = ids > 0
         keep[:: self.background_stride, :: self.background_stride] = True
         cells = np.flatnonzero(keep)
-        return self._annotate("mask", frame, cells, ids.reshape(-1)[cells])
+        return self._annotate("mask", frame, cells, ids.reshape(-1)[cells], defer)
 
     def add_davis_scribbles(self, source: Any) -> Update:
         """Add every scribble of a DAVIS interactive file (path, dict or DavisScribbles), one annotation each."""
@@ -423,6 +438,7 @@ class Session:
                 or int(obj_id) not in self.objects.object_ids:
             raise InputError(f"object id {obj_id!r} is not annotated; known ids: {self.objects.object_ids}")
         obj_id = int(obj_id)
+        self.settle()
         refs = np.flatnonzero(self.ref_active & (self.ref_obj == obj_id))
         self.history.append(_Removal(obj_id, list(self.objects.object_ids), refs))
         self.ref_active[refs] = False
@@ -434,6 +450,7 @@ class Session:
         """Take back the last ``add_*`` or ``remove_object`` call."""
         if not self.history:
             raise StateError("nothing to undo: no annotation has been added yet")
+        self.settle()
         last = self.history.pop()
         if isinstance(last, _Removal):
             self.objects = ObjectMap(last.ids_before)
@@ -456,12 +473,14 @@ class Session:
     def cell_labels(self) -> np.ndarray:
         """uint8 (T, h, w): the object id of every stride-8 cell of every frame (host array)."""
         self._require_refs()
+        self.settle()
         return to_host(self._labels).reshape(self.shape)
 
     def mask(self, frame: int) -> np.ndarray:
         """uint8 (H, W) object ids of one frame at full resolution."""
         frame = self.video.check_frame(frame)
         self._require_refs()
+        self._settle_unless(frame)
         m = self._masks.get(frame)
         if m is None:
             m = self._masks[frame] = self._upsample(frame)
@@ -470,6 +489,7 @@ class Session:
     def masks(self) -> np.ndarray:
         """uint8 (T, H, W) object ids of every frame at full resolution."""
         self._require_refs()
+        self.settle()
         t = self.shape[0]
         out = np.empty((t, *self.frame_size), dtype=np.uint8)
         frames = iter(self.video.source) if needs_guide(self.upsample) else None
@@ -485,6 +505,7 @@ class Session:
         """float32 (C, h, w) vote shares of one frame's cells, columns as ``object_columns``."""
         frame = self.video.check_frame(frame)
         self._require_refs()
+        self._settle_unless(frame)
         return to_host(self._frame_scores(frame))
 
     @property
@@ -492,9 +513,36 @@ class Session:
         """User id of each score column: [0, object ids...]."""
         return [0, *self.objects.object_ids]
 
+    @property
+    def pending(self) -> bool:
+        """True while a ``defer=True`` annotation has left frames other than its own stale."""
+        return self._pending is not None
+
+    def settle(self) -> Update:
+        """Bring every frame up to date after a ``defer=True`` annotation; returns what changed
+        on the other frames (nothing to do: an empty Update). Calls that read or change other
+        frames run it first, so calling it is only a way to choose when the work is done."""
+        p = self._pending
+        if p is None:
+            return Update((), 0)
+        self._pending = None
+        spans = [r for r in ((0, p.frame), (p.frame + 1, self.shape[0])) if r[0] < r[1]]
+        # The same steps as the annotated frame took, in the same order: the replaced
+        # references' cells are recomputed without the new references, then those are merged.
+        self.ref_active[p.refs] = False
+        changed = [self._deactivate(p.replaced, span) for span in spans]
+        self.ref_active[p.refs] = True
+        changed += [self._search(p.refs, frames=span) for span in spans]
+        return self._relabel(self._union(changed))
+
+    def _settle_unless(self, frame: int) -> None:
+        if self._pending is not None and self._pending.frame != frame:
+            self.settle()
+
     def recompute(self) -> Update:
         """Rebuild the search state from the active references from scratch (a check, and the
         baseline that the incremental updates are measured against)."""
+        self._pending = None  # rebuilt below for every frame
         n = self.emb.shape[0]
         c = self.objects.num_labels
         self._best = self.xp.full((c, n, self.k), NEG, dtype=self.xp.float32)
@@ -546,7 +594,8 @@ class Session:
                              "add_mask) before asking for labels or masks")
 
     # -- the incremental search ----------------------------------------------------------
-    def _annotate(self, kind: str, frame: int, cells: np.ndarray, ids: np.ndarray) -> Update:
+    def _annotate(self, kind: str, frame: int, cells: np.ndarray, ids: np.ndarray, defer: bool = False) -> Update:
+        self.settle()
         t, h, w = self.shape
         cells = np.asarray(cells, dtype=np.int64)
         # Last label wins where one call labels a cell twice.
@@ -574,9 +623,12 @@ class Session:
         # Off until the replaced ones are gone, so no cell counts a new reference twice.
         self.ref_active = np.concatenate([self.ref_active, np.zeros(len(new), dtype=bool)])
         self.history.append(Annotation(kind, frame, cells, ids, new, replaced, new_objects))
-        changed = [self._deactivate(replaced)]
+        span = (frame, frame + 1) if defer else None
+        changed = [self._deactivate(replaced, span)]
         self.ref_active[new] = True
-        changed.append(self._search(new))
+        changed.append(self._search(new, frames=span))
+        if defer and t > 1:
+            self._pending = _Pending(frame, new, replaced)
         return self._relabel(self._union(changed))
 
     def _insert_column(self, col: int) -> None:
@@ -603,7 +655,8 @@ class Session:
 
     def _penalty(self, rows: Any, cells: Any) -> Any:
         """float32 (n, m): a^2 |p - p'|^2 / 2 between cells ``rows`` (n,) (None: every cell, in
-        order) and reference cells ``cells`` (m,), a = ``position_weight``.
+        order; a pair (t0, t1): every cell of frames t0..t1-1, in order) and reference cells
+        ``cells`` (m,), a = ``position_weight``.
 
         Built from one spatial map (h*w, m) and one temporal table (T, m), both small, so any
         rows cost a gather and an add, not a recomputation of their coordinates.
@@ -616,39 +669,53 @@ class Session:
         sp = ((px[None, :, None] - px[rest % w][None, None, :]) ** 2
               + (py[:, None, None] - py[rest // w][None, None, :]) ** 2).reshape(h * w, -1) * half  # (h*w, m)
         tm = (pz[:, None] - pz[rt][None, :]) ** 2 * half  # (T, m)
-        if rows is None:
-            return (sp[None] + tm[:, None, :]).reshape(t * h * w, -1)
+        if rows is None or isinstance(rows, tuple):
+            t0, t1 = (0, t) if rows is None else rows
+            return (sp[None] + tm[t0:t1, None, :]).reshape((t1 - t0) * h * w, -1)
         return sp[rows % (h * w)] + tm[rows // (h * w)]
 
     def _nearest(self, rows: Any, ref_ids: np.ndarray, chunk_bytes: int = 16 << 20) -> tuple[Any, Any]:
-        """Best min(k, M) scores (n, k) and reference ids (n, k) of cells ``rows`` (None: every
-        cell) among references ``ref_ids``; padded with NEG / -1 where M < k.
+        """Best min(k, M) scores (n, k) and reference ids (n, k) of cells ``rows`` among
+        references ``ref_ids``; padded with NEG / -1 where M < k. rows: None (every cell), a
+        pair (t0, t1) (every cell of frames t0..t1-1) or an index array (n,).
 
         score = e.e' - position_weight^2 |p - p'|^2 / 2: the embedding similarity less a
         penalty on the distance, computed apart so the embeddings stay (N, d) and aligned.
         """
         xp = self.xp
-        n = self.emb.shape[0] if rows is None else int(rows.shape[0])
+        hw = self.shape[1] * self.shape[2]
+        if rows is None:
+            rows = (0, self.shape[0])
+        span = isinstance(rows, tuple)
+        n = (rows[1] - rows[0]) * hw if span else int(rows.shape[0])
         cells = to_device(self.ref_cell[ref_ids], xp)
         refs = self.emb[cells]  # (m, d)
         ids = to_device(ref_ids.astype(np.int32), xp)
         m, k = len(ref_ids), self.k
-        if m == 1 and k == 1 and rows is None:  # one click: a matrix-vector product over the video
-            s = self.emb @ refs[0]
+        if m == 1 and k == 1 and span:  # one click: a matrix-vector product over the frames
+            s = self.emb[rows[0] * hw:rows[1] * hw] @ refs[0]
             if self.position_weight:
-                s -= self._penalty(None, cells)[:, 0]
+                s -= self._penalty(rows, cells)[:, 0]
             return s[:, None], xp.broadcast_to(ids, (n, 1))
         sims_out = xp.full((n, k), NEG, dtype=xp.float32)
         src_out = xp.full((n, k), -1, dtype=xp.int32)
         kk = min(k, m)
         step = max(1, int(chunk_bytes // (4 * m)))
+        if span:  # whole frames per chunk, so the penalty is a broadcast, not a gather
+            step = max(1, step // hw) * hw
         ref_t = xp.ascontiguousarray(refs.T)
         for a in range(0, n, step):
             b = min(n, a + step)
-            q = self.emb[a:b] if rows is None else self.emb[rows[a:b]]
+            if span:
+                lo = rows[0] * hw
+                q = self.emb[lo + a:lo + b]
+                where: Any = (rows[0] + a // hw, rows[0] + b // hw)
+            else:
+                q = self.emb[rows[a:b]]
+                where = rows[a:b]
             sims = q @ ref_t
             if self.position_weight:
-                sims -= self._penalty(xp.arange(a, b) if rows is None else rows[a:b], cells)
+                sims -= self._penalty(where, cells)
             if kk == 1:
                 idx = xp.argmax(sims, axis=1)[:, None]
             else:
@@ -658,14 +725,24 @@ class Session:
         return sims_out, src_out
 
     def _merge(self, col: int, rows: Any, sims: Any, src: Any) -> Any:
-        """Merge candidates (n, k) into column ``col`` at ``rows`` (None = all); return changed rows."""
+        """Merge candidates (n, k) into column ``col`` at ``rows`` (as in :meth:`_nearest`);
+        return the changed rows (cell indices)."""
         xp = self.xp
-        old_s = self._best[col] if rows is None else self._best[col, rows]
-        old_i = self._src[col] if rows is None else self._src[col, rows]
+        if rows is None:
+            rows = (0, self.shape[0])
+        if isinstance(rows, tuple):
+            hw = self.shape[1] * self.shape[2]
+            lo = rows[0] * hw
+            where: Any = slice(lo, rows[1] * hw)
+            old_s, old_i = self._best[col, where], self._src[col, where]
+            pick = lambda idx: idx + lo  # noqa: E731
+        else:
+            old_s, old_i = self._best[col, rows], self._src[col, rows]
+            pick = lambda idx: rows[idx]  # noqa: E731
         if self.k == 1:
             better = sims[:, 0] > old_s[:, 0]
             idx = xp.nonzero(better)[0]
-            sel = idx if rows is None else rows[idx]
+            sel = pick(idx)
             self._best[col, sel, 0] = sims[idx, 0]
             self._src[col, sel, 0] = src[idx, 0]
             return sel
@@ -674,25 +751,27 @@ class Session:
         top = topk(cand_s, self.k)
         new_i = xp.take_along_axis(cand_i, top, axis=1)
         idx = xp.nonzero((xp.sort(new_i, axis=1) != xp.sort(old_i, axis=1)).any(axis=1))[0]
-        sel = idx if rows is None else rows[idx]
+        sel = pick(idx)
         self._best[col, sel] = xp.take_along_axis(cand_s, top, axis=1)[idx]
         self._src[col, sel] = new_i[idx]
         return sel
 
-    def _search(self, ref_ids: np.ndarray, col_filter: int | None = None) -> Any:
-        """Merge active references ``ref_ids`` into their columns over every cell; return changed cells."""
+    def _search(self, ref_ids: np.ndarray, col_filter: int | None = None, frames: tuple[int, int] | None = None) -> Any:
+        """Merge active references ``ref_ids`` into their columns over every cell (of frames
+        t0..t1-1 where ``frames`` = (t0, t1)); return changed cells."""
         changed = []
         for obj in np.unique(self.ref_obj[ref_ids]):
             col = self.objects.column(int(obj))
             if col_filter is not None and col != col_filter:
                 continue
             mine = ref_ids[self.ref_obj[ref_ids] == obj]
-            sims, src = self._nearest(None, mine)
-            changed.append(self._merge(col, None, sims, src))
+            sims, src = self._nearest(frames, mine)
+            changed.append(self._merge(col, frames, sims, src))
         return self._union(changed)
 
-    def _deactivate(self, ref_ids: np.ndarray) -> Any:
-        """Switch references off; recompute only the cells that relied on them; return those cells."""
+    def _deactivate(self, ref_ids: np.ndarray, frames: tuple[int, int] | None = None) -> Any:
+        """Switch references off; recompute only the cells that relied on them (among frames
+        t0..t1-1 where ``frames`` = (t0, t1)); return those cells."""
         xp = self.xp
         if len(ref_ids) == 0:
             return xp.zeros(0, dtype=xp.int64)
@@ -705,7 +784,12 @@ class Session:
             if int(obj) not in (0, *self.objects.object_ids):
                 continue  # its column is gone already
             col = self.objects.column(int(obj))
-            rows = xp.nonzero(dead_x[self._src[col]].any(axis=1))[0]
+            if frames is None:
+                rows = xp.nonzero(dead_x[self._src[col]].any(axis=1))[0]
+            else:
+                hw = self.shape[1] * self.shape[2]
+                lo = frames[0] * hw
+                rows = xp.nonzero(dead_x[self._src[col, lo:frames[1] * hw]].any(axis=1))[0] + lo
             if rows.shape[0] == 0:
                 continue
             self._best[col, rows] = NEG

@@ -109,8 +109,10 @@ def test_latency_replays_the_robot_clicks(clip):
     assert len(clicks) == 8 and [c[3] for c in clicks[:4]] == [1, 2, 3, 0]
     rep = measure_latency(video, clicks, warmup=5)
     assert rep.to_labels.shape == rep.to_mask.shape == rep.to_masks.shape == (3,)
+    assert rep.to_mask_first.shape == rep.settle.shape == (3,)
     assert rep.update.shape == (9,) and rep.memory_floor > 0 and rep.recompute > 0
-    assert "click -> masks(), full res" in format_latency(rep, {"to_masks": 1.0})
+    table = format_latency(rep, {"to_masks": 1.0})
+    assert "click -> masks(), full res" in table and "then settle(): every other frame" in table
     with pytest.raises(InputError, match="warmup"):
         measure_latency(video, clicks, warmup=8)
 

@@ -214,6 +214,62 @@ def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
         assert np.array_equal(s.masks(), incremental)
 
 
+@pytest.mark.parametrize("options", [{}, {"k": 3}, {"k": 2, "position_weight": 1.0, "time_scale": 10.0}])
+def test_deferred_annotations_update_their_frame_first_and_settle_to_the_same_state(options, xp):
+    """defer=True: the annotated frame is exact at once, the rest after settle(); the two
+    Updates together say what one plain call says, and the state ends up the same."""
+    video, gt = synthetic_video(5, (40, 56), 3, seed=4, noise=0.4)
+    plain, lazy = video.session(xp=xp, **options), video.session(xp=xp, **options)
+    rng = np.random.default_rng(1)
+    for step in range(30):
+        op = rng.choice(["click", "click", "click", "scribble", "mask", "undo", "remove"])
+        t = int(rng.integers(5))
+        if op in ("click", "scribble", "mask"):
+            if op == "click":
+                pts = rng.integers(0, [56, 40], size=(int(rng.integers(1, 4)), 2))
+                args = ("add_clicks", t, pts, gt[t, pts[:, 1], pts[:, 0]])
+            elif op == "scribble":
+                args = ("add_scribble", t, rng.integers(0, [56, 40], size=(3, 2)), int(rng.integers(4)))
+            else:
+                args = ("add_mask", t, gt[t])
+            want = getattr(plain, args[0])(*args[1:])
+            first = getattr(lazy, args[0])(*args[1:], defer=True)
+            assert lazy.pending
+            assert set(first.frames) <= {t}, (step, op)
+            assert np.array_equal(lazy.mask(t), plain.mask(t)), (step, op)  # no settle for its own frame
+            assert lazy.pending
+            rest = lazy.settle()
+            assert not lazy.pending and lazy.settle() == Update((), 0)
+            assert sorted({*first.frames, *rest.frames}) == list(want.frames), (step, op)
+            assert first.cells + rest.cells == want.cells, (step, op)
+        elif op == "undo" and plain.history:
+            plain.undo()
+            lazy.undo()
+        elif op == "remove" and plain.object_ids:
+            obj = int(rng.choice(plain.object_ids))
+            plain.remove_object(obj)
+            lazy.remove_object(obj)
+        # Same similarities (up to float32 rounding: one frame's product or the whole video's).
+        np.testing.assert_allclose(to_host(lazy._best), to_host(plain._best), rtol=0, atol=1e-5)
+        if plain.num_references:
+            assert np.array_equal(lazy.cell_labels(), plain.cell_labels()), (step, op)
+            assert np.array_equal(lazy.cell_labels(), brute_force_labels(lazy)), (step, op)
+
+
+def test_reading_another_frame_settles_a_deferred_annotation(clip):
+    video, gt = clip
+    s = video.session()
+    s.add_clicks(0, [centre(gt, 0, 1), (1, 1)], [1, 0], defer=True)
+    assert s.pending
+    s.mask(0)
+    assert s.pending  # its own frame is up to date already
+    m3 = s.mask(3)
+    assert not s.pending and m3[centre(gt, 3, 1)[::-1]] == 1
+    s.add_clicks(2, [centre(gt, 2, 2)], [2], defer=True)
+    s.undo()  # settles, then takes the click back
+    assert not s.pending and 2 not in s.object_ids and s.mask(2).max() == 1
+
+
 @pytest.mark.parametrize("size, n", [((480, 854), 2), ((480, 854), 4), ((50, 61), 3), ((17, 9), 2),
                                      ((7, 5), 2), ((64, 48), 14)])
 def test_fast_bilinear_labels_equal_the_upsample_dispatcher(size, n, xp):

@@ -643,12 +643,28 @@ def test_real_session_round_trip(segmenter, tmp_path):
         r = click(c, frame=0, points=[(x0, y0), (W - 4, 4)], labels=[1, 0])
         assert r.status_code == 200, r.text
         assert png_ids(r.content)[y0, x0] == 1
+        # the reply carried frame 0 only; the other frames were settled after it was sent
+        assert not a.session.pending and c.get("/api/state").json()["settle_seconds"] >= 0
         later = png_ids(c.get(f"/api/mask/{T - 1}").content)
         assert later[y0, x0 + 4 * (T - 1)] == 1  # the square moved 4 px a frame
         assert later[4, W - 4] == 0
         t0 = time.perf_counter()
         assert c.post("/api/undo").status_code == 200
         assert time.perf_counter() - t0 < 5
+    a.close()
+
+
+def test_an_annotation_updates_its_frame_first_and_the_rest_on_settle(segmenter, tmp_path):
+    a = Annotator(make_clip(), tmp_path / "out", segmenter=segmenter).start()
+    assert a.wait_ready(60), a.error
+    x0, y0 = 8 + W // 8, H // 2
+    res = a.add_clicks(0, [(x0, y0), (W - 4, 4)], [1, 0])
+    assert png_ids(res.png)[y0, x0] == 1
+    assert a.session.pending  # frames 1.. are not searched yet
+    assert a.settle() >= 0 and not a.session.pending and a.settle() is None
+    a.add_clicks(1, [(x0 + 4, y0)], [1])
+    later = png_ids(a.mask_png(T - 1).png)  # reading another frame settles first
+    assert not a.session.pending and later[y0, x0 + 4 * (T - 1)] == 1
     a.close()
 
 

@@ -238,7 +238,10 @@ async def _annotate(func: Any, *args: Any) -> MaskResult:
     return await run_in_threadpool(call)
 
 
-def _mask_response(res: MaskResult, started: float) -> Response:
+def _mask_response(res: MaskResult, started: float, after: Any = None) -> Response:
+    """The mask PNG with its timings; ``after()`` runs once the reply is sent (in the thread
+    pool): the rest of the video's update, which the clicked frame does not wait for."""
+    from starlette.background import BackgroundTask  # noqa: PLC0415
     from starlette.responses import Response  # noqa: PLC0415
 
     timings = dict(res.timings)
@@ -249,7 +252,8 @@ def _mask_response(res: MaskResult, started: float) -> Response:
         "X-Frame": str(res.frame),
         "Server-Timing": ", ".join(f"{k};dur={1000 * v:.1f}" for k, v in timings.items()),
     }
-    return Response(res.png, media_type="image/png", headers=headers)
+    return Response(res.png, media_type="image/png", headers=headers,
+                    background=BackgroundTask(after) if after is not None else None)
 
 
 def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = LOOPBACK_HOSTS) -> ASGIApp:
@@ -315,19 +319,19 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
         i = _path_int(request, "index")
         body = await _read_body(request, MAX_PNG_BYTES, "image/png")
         image = await run_in_threadpool(_open_png, body, annotator.frame_size)
-        return _mask_response(await _annotate(annotator.add_mask, i, image), started)
+        return _mask_response(await _annotate(annotator.add_mask, i, image), started, annotator.settle)
 
     async def click(request: Request) -> Response:
         started = time.perf_counter()
         data = await _json_object(request)
         args = (_field(data, "frame"), _field(data, "points"), _field(data, "labels"))
-        return _mask_response(await _annotate(annotator.add_clicks, *args), started)
+        return _mask_response(await _annotate(annotator.add_clicks, *args), started, annotator.settle)
 
     async def scribble(request: Request) -> Response:
         started = time.perf_counter()
         data = await _json_object(request)
         args = (_field(data, "frame"), _field(data, "path"), _field(data, "label"))
-        return _mask_response(await _annotate(annotator.add_scribble, *args), started)
+        return _mask_response(await _annotate(annotator.add_scribble, *args), started, annotator.settle)
 
     async def new_object(request: Request) -> Response:
         data = await _json_object(request)

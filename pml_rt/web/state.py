@@ -231,6 +231,7 @@ class Annotator:
         self._mask_cache: dict[int, bytes] = {}  # frame -> PNG, for self.version only
         self._empty_png: bytes | None = None
         self._thumbs: tuple[tuple, int, bytes] | None = None  # ((version, frames), stride, PNG)
+        self.settle_seconds: float | None = None  # how long the last annotation's other frames took
 
     # -- background embedding -----------------------------------------------------------
     def start(self) -> "Annotator":
@@ -332,6 +333,7 @@ class Annotator:
                 "has_background": self._has_background,
                 "auto_background": self.auto_background,
                 "embed_seconds": self.embed_seconds,
+                "settle_seconds": self.settle_seconds,
             }
 
     def mask_png(self, frame: int) -> MaskResult:
@@ -444,6 +446,23 @@ class Annotator:
         return _Snapshot([WebObject(o.id, o.name) for o in self.objects], list(self.annotations),
                          frozenset(self._annotated), self._has_background, session_steps)
 
+    def _defer(self) -> dict[str, bool]:
+        """``defer=True`` where the session can bring the annotated frame up to date first
+        (:class:`pml_rt.session.Session` can; a custom session_factory's may not)."""
+        return {"defer": True} if callable(getattr(self.session, "settle", None)) else {}
+
+    def settle(self) -> float | None:
+        """Bring every frame up to date after an annotation (the server runs this right after
+        sending the annotated frame's mask); returns the seconds it took, None if nothing was
+        left. Any read of another frame would do it first anyway; this only does it early."""
+        with self._lock:
+            if self.session is None or not getattr(self.session, "pending", False):
+                return None
+            t0 = time.perf_counter()
+            self.session.settle()
+            self.settle_seconds = time.perf_counter() - t0
+            return self.settle_seconds
+
     def _changed(self) -> None:
         self.version += 1
         self._mask_cache.clear()
@@ -482,7 +501,7 @@ class Annotator:
                 ids = np.concatenate([np.zeros(len(seeds), np.int64), ids])
             snap = self._snapshot(1)
             t0 = time.perf_counter()
-            self.session.add_clicks(frame, xy, ids)
+            self.session.add_clicks(frame, xy, ids, **self._defer())
             timings = {"wait": waited, "session": time.perf_counter() - t0}
             self._history.append(snap)
             self._record(frame, "click", xy, ids)
@@ -504,7 +523,7 @@ class Annotator:
             if seeds is not None:
                 self.session.add_clicks(frame, seeds, np.zeros(len(seeds), np.int64))
             try:
-                self.session.add_scribble(frame, xy, label)
+                self.session.add_scribble(frame, xy, label, **self._defer())
             except Exception:
                 if seeds is not None:
                     self.session.undo()
@@ -530,7 +549,7 @@ class Annotator:
             self._require_ready()
             snap = self._snapshot(1)
             t0 = time.perf_counter()
-            self.session.add_mask(frame, arr)
+            self.session.add_mask(frame, arr, **self._defer())
             timings = {"wait": waited, "session": time.perf_counter() - t0}
             self._history.append(snap)
             present = [int(i) for i in np.unique(arr) if i]
