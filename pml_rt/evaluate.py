@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .annotations import ObjectMap, cell_labels
 from .davis import DavisDataset
 from .io import ArraySource, atomic_output_dir, write_palette_png
 from .metrics import evaluate_sequence, summarize
@@ -56,15 +57,13 @@ def evaluate_configs(segmenter: Segmenter, root: str | os.PathLike, configs: dic
         for names_in_group in groups.values():
             first = configs[names_in_group[0]]
             t0 = time.perf_counter()
-            scores, lut = _propagate_scores(video, gt[0], {k: v for k, v in first.items() if k != "upsample"})
+            cfg = _propagation_config({k: v for k, v in first.items() if k != "upsample"})
+            scores, lut = first_frame_scores(video.embeddings, gt[0], cfg, stride=video.config.stride)
             t_prop = time.perf_counter() - t0
             for name in names_in_group:
                 method = configs[name].get("upsample", DEFAULT_METHOD)
                 t0 = time.perf_counter()
-                guide = (lambda t: frames[t]) if needs_guide(method) else (lambda t: None)  # noqa: E731
-                pred = np.stack([gt[0] if t == 0 else lut[upsample_labels(scores[t], video.frame_size, method,
-                                                                         guide(t), stride=video.config.stride)]
-                                 for t in range(len(frames))])
+                pred = masks_from_scores(scores, lut, gt[0], method, frames, stride=video.config.stride)
                 times[f"propagate:{name}"] += t_prop + time.perf_counter() - t0
                 results[name][seq] = evaluate_sequence(pred, gt)
                 if out_dir is not None and name == next(iter(configs)):
@@ -74,19 +73,41 @@ def evaluate_configs(segmenter: Segmenter, root: str | os.PathLike, configs: dic
     return {"configs": {name: summarize(r) for name, r in results.items()}, "timing": times, "sequences": seqs}
 
 
-def _propagate_scores(video: Any, mask: np.ndarray, opts: dict[str, Any]) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """Stride-8 scores (C, h, w) of every frame but 0, and the column -> id table."""
+def _propagation_config(opts: dict[str, Any]) -> PropagationConfig:
+    """The PropagationConfig of ``propagate`` options (k, online_adaptation, ...) and of any
+    other of its fields (adaptation_cap, background_stride, ...)."""
     from .segmenter import _config  # noqa: PLC0415
 
     named = ("k", "online_adaptation", "recent_frames", "window", "weighting")
-    # Any other PropagationConfig field (adaptation_cap, background_stride, ...) passes through.
     extra = {f.name: opts[f.name] for f in dataclasses.fields(PropagationConfig) if f.name in opts
              and f.name not in named}
-    cfg = _config(opts.get("k", 5), opts.get("online_adaptation", True), opts.get("recent_frames"),
-                  opts.get("window"), opts.get("weighting"), **extra)
-    _, objects, ref = video.prepare_annotation(mask, 0)
-    scores = {t: s for t, s in propagate_scores(video.embeddings, 0, ref, objects.num_labels, cfg, xp=np)}
-    return scores, objects.lut()
+    return _config(opts.get("k", 5), opts.get("online_adaptation", True), opts.get("recent_frames"),
+                   opts.get("window"), opts.get("weighting"), **extra)
+
+
+def first_frame_scores(embeddings: Any, mask: np.ndarray, cfg: PropagationConfig,
+                       stride: int = 8) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """The semi-supervised protocol's search: ``mask`` uint8 (H, W) on frame 0 of
+    ``embeddings`` (T, h, w, d); returns stride-``stride`` scores float32 (C, h, w) of every
+    other frame and the column -> object id table (C,)."""
+    objects = ObjectMap()
+    ref = cell_labels(objects.columns_of(mask), objects.num_labels, stride)
+    return dict(propagate_scores(embeddings, 0, ref, objects.num_labels, cfg, xp=np)), objects.lut()
+
+
+def masks_from_scores(scores: dict[int, np.ndarray], lut: np.ndarray, first_mask: np.ndarray, method: str,
+                      frames: Any = None, stride: int = 8) -> np.ndarray:
+    """uint8 (T, H, W): ``first_mask`` on frame 0, then each frame's scores upsampled with
+    ``method`` (``frames[t]`` uint8 (H, W, 3) guides the edge-aware methods) and mapped to ids."""
+    size = first_mask.shape
+    if needs_guide(method) and frames is None:
+        raise ValueError(f"upsampling method {method!r} needs the frames as a guide")
+    out = np.empty((len(scores) + 1, *size), dtype=np.uint8)
+    out[0] = first_mask
+    for t in range(1, len(out)):
+        guide = frames[t] if needs_guide(method) else None
+        out[t] = lut[upsample_labels(scores[t], size, method, guide, stride=stride)]
+    return out
 
 
 def evaluate_davis(segmenter: Segmenter, root: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,

@@ -89,3 +89,20 @@ def test_config_validation():
         PropagationConfig(k=0).validate()
     with pytest.raises(ValueError, match="weighting"):
         PropagationConfig(weighting="x").validate()
+
+
+def test_the_evaluation_protocol_segments_from_the_first_mask():
+    """pml_rt.evaluate's shared steps (used by `pml-rt eval` and `python -m training eval`):
+    first-frame mask in, every frame's ids out at full resolution."""
+    from pml_rt.evaluate import first_frame_scores, masks_from_scores
+
+    truth = _moving_labels()
+    ids = np.array([0, 3, 7], np.uint8)[truth]  # object ids need not be 1..K
+    full = np.kron(ids, np.ones((8, 8), np.uint8))  # (T, 80, 96) pixels, stride 8
+    scores, lut = first_frame_scores(_embeddings(np, truth), full[0], PropagationConfig())
+    assert sorted(scores) == list(range(1, len(truth))) and lut.tolist() == [0, 3, 7]
+    pred = masks_from_scores(scores, lut, full[0], "bilinear")
+    assert pred.shape == full.shape and pred.dtype == np.uint8
+    assert (pred == full).mean() > 0.97  # bilinear only blurs the corners of the squares
+    with pytest.raises(ValueError, match="guide"):
+        masks_from_scores(scores, lut, full[0], "bilateral-solver")

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pml_rt.annotations import ObjectMap, cell_labels
 from pml_rt.davis import DavisDataset
+from pml_rt.evaluate import first_frame_scores, masks_from_scores
 from pml_rt.metrics import evaluate_sequence, summarize
-from pml_rt.propagate import PropagationConfig, propagate_scores
-from pml_rt.upsample import upsample_labels
+from pml_rt.propagate import PropagationConfig
 
 from .features import load_sequence
 
@@ -71,10 +70,6 @@ def evaluate_heads(heads: dict[str, torch.nn.Module | None], cache: str | os.Pat
         n = len(gt)
         feats = cached.feats[:n]
         timing["frames"] += n
-        objects = ObjectMap()
-        columns = objects.columns_of(gt[0])
-        ref = cell_labels(columns, objects.num_labels, 8)
-        lut = objects.lut()
         for h, head in heads.items():
             t0 = time.perf_counter()
             emb = embed_cached(head, feats)
@@ -82,10 +77,8 @@ def evaluate_heads(heads: dict[str, torch.nn.Module | None], cache: str | os.Pat
             for c, opts in configs.items():
                 cfg = dataclasses.replace(PropagationConfig(), **opts)
                 t0 = time.perf_counter()
-                pred = np.empty_like(gt)
-                pred[0] = gt[0]
-                for t, s in propagate_scores(emb, 0, ref, objects.num_labels, cfg, xp=np):
-                    pred[t] = lut[upsample_labels(s, gt.shape[1:], upsample)]
+                scores, lut = first_frame_scores(emb, gt[0], cfg)
+                pred = masks_from_scores(scores, lut, gt[0], upsample)
                 timing[f"propagate:{names[(h, c)]}"] += time.perf_counter() - t0
                 results[names[(h, c)]][seq] = evaluate_sequence(pred, gt)
     return {"configs": {n: summarize(r) for n, r in results.items()}, "timing": timing, "sequences": seqs,
