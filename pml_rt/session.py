@@ -91,14 +91,23 @@ class _Removal:
 class _Pending:
     """The rest of the video's update for the last annotation made with ``defer=True``."""
 
-    frame: int  # the annotated frame, already up to date
+    frame: int  # the annotated frame, up to date
     refs: np.ndarray  # references the annotation added
     replaced: np.ndarray  # references it switched off
+    span: tuple[int, int]  # frames t0..t1-1 searched already (the frame and its smoothing neighbours)
 
 
 #: Upsampling while the user works: bilinear answers a whole 480p frame in about a
 #: millisecond (the edge-aware methods take tens); pass ``upsample=`` for final masks.
 INTERACTIVE_UPSAMPLE = "bilinear"
+
+#: Each cell shows the nearest-neighbour label that holds at least SWITCH_SHARE of the box of
+#: cells (frames, rows, columns) around it, else its own: single wrong cells and one-frame
+#: flickers go, while an object of 2 x 2 cells (16 px) keeps its cells; annotated cells
+#: always show their own label. Chosen with the click
+#: robot on the train split (docs/INTERACTIVE.md); ``smoothing=None`` turns it off.
+SMOOTHING = (3, 3, 3)
+SWITCH_SHARE = 2 / 3
 
 #: Position prior for models whose embeddings carry no position (the untrained packaged
 #: model): chosen with the click robot on the train split (docs/INTERACTIVE.md).
@@ -117,6 +126,22 @@ def _position_defaults(config: Any, weight: float | None, scale: float | None) -
         return float(weight), float(scale)
     except (TypeError, ValueError):
         raise InputError(f"position_weight and time_scale must be numbers, got {weight!r}, {scale!r}") from None
+
+
+def _check_smoothing(smoothing: Any) -> tuple[int, int, int] | None:
+    if smoothing is None:
+        return None
+    try:
+        box = tuple(int(v) for v in smoothing)
+        ok = len(box) == 3 and all(v >= 1 and v % 2 == 1 and v == n for v, n in zip(box, smoothing))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"smoothing must be None or three odd sizes (frames, rows, columns), e.g. (3, 3, 3); "
+                         f"got {smoothing!r}")
+    if ok and np.prod(box) > 255:
+        raise InputError(f"smoothing box {box} holds {np.prod(box)} cells; at most 255 (counts are uint8)")
+    return None if box == (1, 1, 1) else box  # type: ignore[return-value]
 
 
 def _resolve_xp(xp: Any) -> Any:
@@ -295,7 +320,7 @@ class Session:
 
     def __init__(self, video: Any, k: int = 1, *, background_stride: int = 2, upsample: str = INTERACTIVE_UPSAMPLE,
                  weighting: str = "majority", temperature: float = 0.1, position_weight: float | None = None,
-                 time_scale: float | None = None, xp: Any = None):
+                 time_scale: float | None = None, smoothing: tuple[int, int, int] | None = SMOOTHING, xp: Any = None):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(background_stride, bool) or not isinstance(background_stride, (int, np.integer)) \
@@ -304,6 +329,7 @@ class Session:
         if weighting not in ("majority", "softmax"):
             raise InputError(f"weighting must be 'majority' or 'softmax', got {weighting!r}")
         check_method(upsample)
+        smoothing = _check_smoothing(smoothing)
         position_weight, time_scale = _position_defaults(video.config, position_weight, time_scale)
         if not np.isfinite(position_weight) or position_weight < 0 or not np.isfinite(time_scale) or time_scale < 0:
             raise InputError(f"position_weight and time_scale must be finite and >= 0, got {position_weight!r}, "
@@ -314,6 +340,7 @@ class Session:
         self.upsample = upsample  # how stride-8 labels become full-resolution masks
         self.weighting = weighting  # vote weighting where k > 1
         self.temperature = float(temperature)  # of the softmax weighting
+        self.smoothing = smoothing  # (frames, rows, cols) box of the label majority, or None
         dev = getattr(video, "device_embeddings", None)  # a GPU backend's copy, if it kept one
         if xp is None and dev is not None:
             xp = get_xp(dev)
@@ -339,7 +366,10 @@ class Session:
         # and their ids (-1 none). The kNN over all references only ever needs these.
         self._best = self.xp.full((1, t * h * w, self.k), NEG, dtype=self.xp.float32)
         self._src = self.xp.full((1, t * h * w, self.k), -1, dtype=self.xp.int32)
-        self._labels = self.xp.zeros(t * h * w, dtype=self.xp.uint8)  # current user id of every cell
+        self._labels = self.xp.zeros(t * h * w, dtype=self.xp.uint8)  # user id of every cell's nearest reference(s)
+        # What the user sees: the majority of ``_labels`` over the smoothing box (the same
+        # array as ``_labels`` where smoothing is off).
+        self._shown = self._labels if smoothing is None else self.xp.zeros(t * h * w, dtype=self.xp.uint8)
         self._masks: dict[int, np.ndarray] = {}  # full-resolution masks, dropped when their frame changes
         self._geometry: _Bilinear | None = None  # bilinear weights, built on first use
         self._pending: _Pending | None = None  # the other frames of a deferred annotation
@@ -467,14 +497,14 @@ class Session:
                 self._drop_column(self.objects.column(obj))
                 self.objects.remove(obj)
             return self._relabel(None)
-        return self._relabel(self._union(changed))
+        return self._relabel(self._union(changed), self._frames_of(last.refs, last.replaced))
 
     # -- results -------------------------------------------------------------------------
     def cell_labels(self) -> np.ndarray:
         """uint8 (T, h, w): the object id of every stride-8 cell of every frame (host array)."""
         self._require_refs()
         self.settle()
-        return to_host(self._labels).reshape(self.shape)
+        return to_host(self._shown).reshape(self.shape)
 
     def mask(self, frame: int) -> np.ndarray:
         """uint8 (H, W) object ids of one frame at full resolution."""
@@ -526,7 +556,7 @@ class Session:
         if p is None:
             return Update((), 0)
         self._pending = None
-        spans = [r for r in ((0, p.frame), (p.frame + 1, self.shape[0])) if r[0] < r[1]]
+        spans = [r for r in ((0, p.span[0]), (p.span[1], self.shape[0])) if r[0] < r[1]]
         # The same steps as the annotated frame took, in the same order: the replaced
         # references' cells are recomputed without the new references, then those are merged.
         self.ref_active[p.refs] = False
@@ -623,13 +653,14 @@ class Session:
         # Off until the replaced ones are gone, so no cell counts a new reference twice.
         self.ref_active = np.concatenate([self.ref_active, np.zeros(len(new), dtype=bool)])
         self.history.append(Annotation(kind, frame, cells, ids, new, replaced, new_objects))
-        span = (frame, frame + 1) if defer else None
+        rt = 0 if self.smoothing is None else self.smoothing[0] // 2
+        span = (max(0, frame - rt), min(t, frame + rt + 1)) if defer else None
         changed = [self._deactivate(replaced, span)]
         self.ref_active[new] = True
         changed.append(self._search(new, frames=span))
-        if defer and t > 1:
-            self._pending = _Pending(frame, new, replaced)
-        return self._relabel(self._union(changed))
+        if defer and span != (0, t):
+            self._pending = _Pending(frame, new, replaced, span)
+        return self._relabel(self._union(changed), self._frames_of(new, replaced))
 
     def _insert_column(self, col: int) -> None:
         n = self.emb.shape[0]
@@ -836,31 +867,106 @@ class Session:
             return xp.argmax(best[:, :, 0], axis=0)
         return xp.argmax(self._vote(best), axis=1)
 
-    def _relabel(self, rows: Any) -> Update:
-        """Recompute labels of ``rows`` (None = every cell); drop the masks of frames that changed."""
+    def _frames_of(self, *ref_ids: np.ndarray) -> np.ndarray:
+        """Frames holding the references ``ref_ids`` (host int64)."""
+        h, w = self.shape[1:]
+        return np.unique(np.concatenate([self.ref_cell[r] // (h * w) for r in ref_ids]))
+
+    def _relabel(self, rows: Any, ref_frames: np.ndarray | None = None) -> Update:
+        """Recompute labels of ``rows`` (None = every cell), then what is shown (the smoothing
+        majority) on the frames they reach and around ``ref_frames`` (frames whose references
+        changed: an annotated cell shows its own label); drop the masks of frames that changed."""
         xp = self.xp
         t, h, w = self.shape
         lut = to_device(self.objects.lut(), xp)
         if rows is None:
             new = lut[self._vote_labels(None)]
             changed = xp.nonzero(new != self._labels)[0]
-            self._labels = new
+            self._labels[:] = new
         else:
-            if rows.shape[0] == 0:
+            if rows.shape[0] == 0 and (self.smoothing is None or ref_frames is None or not len(ref_frames)):
                 return Update((), 0)
             new = lut[self._vote_labels(rows)]
             diff = new != self._labels[rows]
             changed = rows[diff]
             self._labels[changed] = new[diff]
+        if self.smoothing is not None:
+            touched_frames = None if rows is None else np.union1d(
+                to_host(xp.unique(changed // (h * w))), np.asarray(ref_frames if ref_frames is not None else [], np.int64))
+            changed = self._reshow(touched_frames)
         # Where k > 1 the upsampled vote shares move even where the winner does not.
         touched = changed if self.k == 1 else (None if rows is None else rows)
         if touched is None:
             frames = tuple(range(t))
         else:
             frames = tuple(int(f) for f in to_host(xp.nonzero(xp.bincount(touched // (h * w), minlength=t))[0]))
+            if self.k > 1 and self.smoothing is not None:  # shares of a box move with any of its frames
+                r = self.smoothing[0] // 2
+                frames = tuple(sorted({g for f in frames for g in range(max(0, f - r), min(t, f + r + 1))}))
         for f in frames:
             self._masks.pop(f, None)
         return Update(frames, int(changed.shape[0]))
+
+    def _reshow(self, frames: np.ndarray | None) -> Any:
+        """Recompute the shown labels of every frame within the smoothing box of ``frames``
+        (None: all); return the cells whose shown label changed."""
+        xp = self.xp
+        t, h, w = self.shape
+        r = self.smoothing[0] // 2  # type: ignore[index]
+        if frames is None:
+            runs = [(0, t)]
+        else:
+            mark = np.zeros(t + 1, dtype=bool)
+            for f in frames:
+                mark[max(0, int(f) - r):min(t, int(f) + r + 1)] = True
+            edges = np.flatnonzero(np.diff(np.concatenate([[False], mark])))  # starts and ends of runs
+            runs = list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+        changed = []
+        for a, b in runs:
+            new = self._box_majority(a, b).reshape(-1)
+            old = self._shown[a * h * w:b * h * w]
+            diff = xp.nonzero(new != old)[0]
+            old[diff] = new[diff]
+            changed.append(diff + a * h * w)
+        return self._union(changed) if len(changed) > 1 else (changed[0] if changed else xp.zeros(0, xp.int64))
+
+    def _box_counts(self, a: int, b: int) -> Any:
+        """uint8 (C, b - a, h, w): how many cells of each cell's smoothing box hold each label
+        column, frames a..b-1 (edges repeat the border cells)."""
+        xp = self.xp
+        t, h, w = self.shape
+        rt, ry, rx = (n // 2 for n in self.smoothing)  # type: ignore[union-attr]
+        lo, hi = max(0, a - rt), min(t, b + rt)
+        raw = self._labels[lo * h * w:hi * h * w].reshape(hi - lo, h, w)
+        pad = ((rt - (a - lo), rt - (hi - b)), (ry, ry), (rx, rx))
+        cols = to_device(np.asarray(self.object_columns, dtype=np.uint8), xp)
+        out = (xp.pad(raw, pad, mode="edge")[None] == cols[:, None, None, None]).astype(xp.uint8)
+        for axis, rad in ((1, rt), (2, ry), (3, rx)):  # a box sum, one axis at a time (views, no copies)
+            n = out.shape[axis] - 2 * rad
+            part = [slice(None)] * 4
+            part[axis] = slice(0, n)
+            acc = out[tuple(part)].copy()
+            for i in range(1, 2 * rad + 1):
+                part[axis] = slice(i, i + n)
+                acc += out[tuple(part)]
+            out = acc
+        return out
+
+    def _box_majority(self, a: int, b: int) -> Any:
+        """uint8 (b - a, h, w) user ids: the label holding at least ``SWITCH_SHARE`` of each
+        cell's box (there is at most one), else the cell's own."""
+        xp = self.xp
+        t, h, w = self.shape
+        counts = self._box_counts(a, b)
+        own = self._labels[a * h * w:b * h * w].reshape(b - a, h, w)
+        cols = to_device(np.asarray(self.object_columns, dtype=np.uint8), xp)
+        need = int(np.ceil(SWITCH_SHARE * np.prod(self.smoothing) - 1e-6))
+        out = xp.where(counts.max(axis=0) >= need, cols[xp.argmax(counts, axis=0)], own).reshape(-1)
+        # An annotated cell shows its own label: a user's click is never smoothed away.
+        cells = self.ref_cell[self.ref_active] - a * h * w
+        cells = to_device(cells[(cells >= 0) & (cells < (b - a) * h * w)], xp)
+        out[cells] = own.reshape(-1)[cells]
+        return out.reshape(b - a, h, w)
 
     # -- full resolution -----------------------------------------------------------------
     def _frame_scores(self, frame: int) -> Any:
@@ -869,6 +975,8 @@ class Session:
         _, h, w = self.shape
         rows = slice(frame * h * w, (frame + 1) * h * w)
         c = self.objects.num_labels
+        if self.smoothing is not None:  # the label shares of each cell's box
+            return self._box_counts(frame, frame + 1)[:, 0].astype(xp.float32) / float(np.prod(self.smoothing))
         if self.k == 1:
             col = xp.argmax(self._best[:, rows, 0], axis=0)
             return (col[None] == xp.arange(c)[:, None]).astype(xp.float32).reshape(c, h, w)
@@ -880,7 +988,7 @@ class Session:
         if self.upsample == "bilinear" and self.k == 1:
             if self._geometry is None:
                 self._geometry = _Bilinear((h, w), self.frame_size, self.stride, xp)
-            labels = self._labels[frame * h * w:(frame + 1) * h * w].reshape(h, w)
+            labels = self._shown[frame * h * w:(frame + 1) * h * w].reshape(h, w)
             return to_host(self._geometry.labels(labels, self.object_columns))
         if guide is None and needs_guide(self.upsample):
             guide = self.video.source.read(frame)

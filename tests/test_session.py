@@ -43,7 +43,26 @@ def brute_force_labels(s: Session) -> np.ndarray:
     order = np.argsort(-sims, axis=1, kind="stable")[:, : s.k]
     votes = np.zeros((len(emb), len(s.object_columns)))
     np.add.at(votes, (np.arange(len(emb))[:, None], cols[order]), 1)
-    return np.asarray(s.object_columns, np.uint8)[votes.argmax(axis=1)].reshape(s.shape)
+    raw = np.asarray(s.object_columns, np.uint8)[votes.argmax(axis=1)]
+    if s.smoothing is None:
+        return raw.reshape(s.shape)
+    shown = box_majority(raw.reshape(s.shape), s.smoothing)
+    shown[s.ref_cell[active]] = raw[s.ref_cell[active]]  # annotated cells keep their own label
+    return shown.reshape(s.shape)
+
+
+def box_majority(raw: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+    """Each cell's id holding at least two thirds of the box around it (edges repeated), else
+    its own, cell by cell."""
+    r = [n // 2 for n in box]
+    padded = np.pad(raw, [(q, q) for q in r], mode="edge")
+    out = raw.copy()
+    for t, y, x in np.ndindex(*raw.shape):
+        window = padded[t:t + box[0], y:y + box[1], x:x + box[2]].ravel()
+        counts = np.bincount(window, minlength=256)
+        if 3 * counts.max() >= 2 * window.size:
+            out[t, y, x] = counts.argmax()
+    return out.reshape(-1)
 
 
 def test_clicks_on_two_objects_label_them(clip, xp):
@@ -188,7 +207,8 @@ def test_a_new_label_on_an_annotated_cell_replaces_the_old_one(clip):
     assert s.mask(0)[y, x] == 1 and s.num_references == 2
 
 
-@pytest.mark.parametrize("options", [{}, {"k": 3}, {"position_weight": 2.0, "time_scale": 10.0},
+@pytest.mark.parametrize("options", [{}, {"smoothing": None}, {"k": 3}, {"k": 3, "smoothing": None},
+                                     {"position_weight": 2.0, "time_scale": 10.0, "smoothing": (1, 3, 5)},
                                      {"k": 2, "position_weight": 1.0}])
 def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
     video, gt = synthetic_video(5, (40, 56), 3, seed=4, noise=0.4)
@@ -214,7 +234,8 @@ def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
         assert np.array_equal(s.masks(), incremental)
 
 
-@pytest.mark.parametrize("options", [{}, {"k": 3}, {"k": 2, "position_weight": 1.0, "time_scale": 10.0}])
+@pytest.mark.parametrize("options", [{"smoothing": None}, {}, {"k": 3, "smoothing": None}, {"k": 3},
+                                     {"k": 2, "position_weight": 1.0, "time_scale": 10.0, "smoothing": (3, 1, 1)}])
 def test_deferred_annotations_update_their_frame_first_and_settle_to_the_same_state(options, xp):
     """defer=True: the annotated frame is exact at once, the rest after settle(); the two
     Updates together say what one plain call says, and the state ends up the same."""
@@ -235,13 +256,17 @@ def test_deferred_annotations_update_their_frame_first_and_settle_to_the_same_st
             want = getattr(plain, args[0])(*args[1:])
             first = getattr(lazy, args[0])(*args[1:], defer=True)
             assert lazy.pending
-            assert set(first.frames) <= {t}, (step, op)
+            r = 0 if lazy.smoothing is None else lazy.smoothing[0] // 2
+            assert set(first.frames) <= set(range(t - 2 * r, t + 2 * r + 1)), (step, op)
             assert np.array_equal(lazy.mask(t), plain.mask(t)), (step, op)  # no settle for its own frame
             assert lazy.pending
             rest = lazy.settle()
             assert not lazy.pending and lazy.settle() == Update((), 0)
-            assert sorted({*first.frames, *rest.frames}) == list(want.frames), (step, op)
-            assert first.cells + rest.cells == want.cells, (step, op)
+            if lazy.smoothing is None:  # with smoothing, neighbours may change and change back
+                assert sorted({*first.frames, *rest.frames}) == list(want.frames), (step, op)
+                assert first.cells + rest.cells == want.cells, (step, op)
+            else:
+                assert set(want.frames) <= {*first.frames, *rest.frames}, (step, op)
         elif op == "undo" and plain.history:
             plain.undo()
             lazy.undo()
@@ -340,3 +365,31 @@ def test_real_embedder_on_a_tiny_clip(segmenter, tiny_clip):
         for obj in (1, 2):
             x, y = centre(gt, t, obj)
             assert masks[t, y, x] == obj
+
+
+def test_smoothing_option_is_checked(clip):
+    video, _ = clip
+    assert video.session(smoothing=(1, 1, 1)).smoothing is None
+    assert video.session(smoothing=[1, 3, 5]).smoothing == (1, 3, 5)
+    for bad in [(2, 3, 3), (3, 3), "3x3x3", (3, 3, 0), (3.5, 3, 3), (15, 5, 5)]:
+        with pytest.raises(InputError, match="smoothing"):
+            video.session(smoothing=bad)
+
+
+def test_smoothing_removes_a_lone_wrong_cell_but_keeps_a_small_object(clip):
+    """The 3x3x3 rule on hand-set nearest-neighbour labels: a still 2 x 2-cell object (16 px)
+    keeps its cells (it holds 12 of 27 in each box, the background 15, short of two thirds); a
+    lone cell and a one-frame flicker go."""
+    video, gt = clip
+    s = video.session()
+    s.add_clicks(0, [centre(gt, 0, 1), (1, 1)], [1, 0])
+    raw = np.zeros(s.shape, np.uint8)  # (4, 6, 8)
+    raw[:, 1:3, 1:3] = 1  # the small object, in every frame
+    raw[2, 4, 6] = 1  # a lone wrong cell
+    raw[1, 4:6, 3:5] = 1  # a 2 x 2 flicker on one frame only
+    s._labels[:] = raw.reshape(-1)
+    s._reshow(None)
+    want = np.zeros_like(raw)
+    want[:, 1:3, 1:3] = 1
+    assert np.array_equal(s.cell_labels(), want)
+    assert np.array_equal(box_majority(raw, (3, 3, 3)).reshape(raw.shape), want)
