@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--position-weight", type=float, default=None,
                    help="session position_weight (default: the session's)")
     p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
+    p.add_argument("--smoothing", default=None,
+                   help="session smoothing box FRAMES,ROWS,COLS (e.g. 3,3,3) or none (default: the session's)")
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
@@ -92,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     for key, val in (("k", args.k), ("position_weight", args.position_weight), ("time_scale", args.time_scale)):
         if val is not None:
             opts[key] = val
+    if args.smoothing is not None:
+        try:
+            opts["smoothing"] = None if args.smoothing.lower() == "none" else tuple(
+                int(v) for v in args.smoothing.split(","))
+        except ValueError:
+            p.error(f"--smoothing takes FRAMES,ROWS,COLS or none, got {args.smoothing!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     click_runs, scribble_runs = [], []

@@ -25,7 +25,10 @@ Rules worth knowing:
 - a new label on a cell that already holds a reference of another label replaces it (the
   newest annotation of a cell wins; undo restores the old one);
 - with references of a single label only, every cell gets that label: click the
-  background too.
+  background too;
+- what a cell shows is smoothed: the label holding two thirds of its 3 x 3 x 3 box of
+  cells, else its own (``smoothing``; annotated cells always show their own);
+- ``defer=True`` on a verb updates the annotated frame now and the rest at ``settle()``.
 
 Array work goes through ``xp`` (NumPy here, CuPy with ``xp="cupy"``); reference
 bookkeeping (a few hundred rows) stays on the host.
@@ -532,7 +535,8 @@ class Session:
         return out
 
     def scores(self, frame: int) -> np.ndarray:
-        """float32 (C, h, w) vote shares of one frame's cells, columns as ``object_columns``."""
+        """float32 (C, h, w) vote shares of one frame's cells, columns as ``object_columns``
+        (with smoothing: each label's share of the cell's smoothing box)."""
         frame = self.video.check_frame(frame)
         self._require_refs()
         self._settle_unless(frame)
