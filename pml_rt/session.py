@@ -374,7 +374,9 @@ class Session:
         # array as ``_labels`` where smoothing is off).
         self._shown = self._labels if smoothing is None else self.xp.zeros(t * h * w, dtype=self.xp.uint8)
         self._masks: dict[int, np.ndarray] = {}  # full-resolution masks, dropped when their frame changes
-        self._geometry: _Bilinear | None = None  # bilinear weights, built on first use
+        # Bilinear weights of the exact k = 1 shortcut: built now (milliseconds), not on the first click.
+        self._geometry = _Bilinear((h, w), self.frame_size, self.stride, self.xp) \
+            if self.upsample == "bilinear" and self.k == 1 else None
         self._pending: _Pending | None = None  # the other frames of a deferred annotation
 
     # -- public state --------------------------------------------------------------------
