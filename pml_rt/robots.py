@@ -587,21 +587,19 @@ def measure_latency(video: Any, clicks: list[tuple[int, int, int, int]], *, warm
             t0 = _time.perf_counter()
             up = s.add_clicks(t, [[x, y]], [label], defer=mode == "to_mask_first")
             t1 = _time.perf_counter()
-            if mode == "to_mask_first":
+            if mode == "to_labels":
+                s.cell_labels()
+            elif mode == "to_masks":
+                s.masks()
+            else:
                 s.mask(t)
-                t2 = _time.perf_counter()
+            t2 = _time.perf_counter()
+            out[mode].append(t2 - t0)
+            if mode == "to_mask_first":  # the other frames, once the clicked one is shown
                 s.settle()
                 out["settle"].append(_time.perf_counter() - t2)
-            elif mode == "to_labels":
-                s.cell_labels()
-            elif mode == "to_mask":
-                s.mask(t)
             else:
-                s.masks()
-            t2 = _time.perf_counter()
-            if mode != "to_mask_first":
                 out["update"].append(t1 - t0)
-            out[mode].append(t2 - t0)
             if mode == "to_masks":
                 changed.append(len(up.frames))
         if mode == "to_masks":

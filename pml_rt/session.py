@@ -965,9 +965,11 @@ class Session:
         t, h, w = self.shape
         counts = self._box_counts(a, b)
         own = self._labels[a * h * w:b * h * w].reshape(b - a, h, w)
-        cols = to_device(np.asarray(self.object_columns, dtype=np.uint8), xp)
         need = int(np.ceil(SWITCH_SHARE * np.prod(self.smoothing) - 1e-6))
-        out = xp.where(counts.max(axis=0) >= need, cols[xp.argmax(counts, axis=0)], own).reshape(-1)
+        out = own.copy()
+        for c, obj in enumerate(self.object_columns):  # at most one label reaches two thirds
+            out[counts[c] >= need] = obj
+        out = out.reshape(-1)
         # An annotated cell shows its own label: a user's click is never smoothed away.
         cells = self.ref_cell[self.ref_active] - a * h * w
         cells = to_device(cells[(cells >= 0) & (cells < (b - a) * h * w)], xp)
