@@ -28,7 +28,6 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from pml_rt.davis import DavisDataset, default_data_root  # noqa: E402
 from pml_rt.robots import (  # noqa: E402
-    CLICKS_PER_FRAME,
     click_robot,
     davis_videos,
     format_click_table,

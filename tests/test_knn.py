@@ -129,4 +129,4 @@ def test_shipped_kernels_match_their_builder():
     from pml_rt.knn_ort import build_graphs, kernel_dir
 
     for name, data in build_graphs().items():
-        assert (kernel_dir() / f"{name}.onnx").read_bytes() == data, f"rebuild with: python export/build_kernels.py"
+        assert (kernel_dir() / f"{name}.onnx").read_bytes() == data, "rebuild with: python export/build_kernels.py"
