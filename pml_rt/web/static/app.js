@@ -571,7 +571,14 @@
         pml.timings.push(t);
         $("timing").textContent = `${kind} → screen ${t.screen_ms.toFixed(0)} ms (server ${server.toFixed(0)} ms)`;
         say(`${kind} on frame ${body.frame + 1}`);
-        refreshState().catch(fail);  // markers, undo button, filmstrip: after the mask is on screen
+        // markers, undo button, filmstrip: after the mask is on screen. The state waits for the
+        // server's update of the other frames, so it also says how long that took.
+        refreshState().then(() => {
+          const rest = S.state && S.state.settle_seconds;
+          if (typeof rest === "number" && S.version === version) {
+            $("timing").textContent += `; other frames +${(1000 * rest).toFixed(0)} ms`;
+          }
+        }).catch(fail);
         refreshStrip();
       }, 0));
     } catch (e) {
