@@ -557,9 +557,10 @@ def measure_latency(video: Any, clicks: list[tuple[int, int, int, int]], *, warm
     Pass 1 times click -> ``cell_labels()``, pass 2 click -> ``mask(frame)``, pass 3
     click -> ``masks()`` (as an interface would call them; each pass fills its caches as a
     user's screen would), pass 4 ``add_clicks(defer=True)`` -> ``mask(frame)`` and then, apart,
-    ``settle()`` (the clicked frame first, the others after it, as the annotator does). Timings are wall-clock, taken side by side with a floor (one
-    matrix-vector product over the embeddings, which reads them all once: the least an
-    exact kNN update can cost) so that a busy machine shows as a ratio.
+    ``settle()`` (the clicked frame first, the others after it, as the annotator does).
+    Timings are wall-clock, taken side by side with a floor (one matrix-vector product over
+    the embeddings, which reads them all once: the least an exact kNN update can cost) so
+    that a busy machine shows as a ratio.
     """
     import time as _time  # noqa: PLC0415
 

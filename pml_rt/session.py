@@ -142,7 +142,7 @@ def _check_smoothing(smoothing: Any) -> tuple[int, int, int] | None:
     if not ok:
         raise InputError(f"smoothing must be None or three odd sizes (frames, rows, columns), e.g. (3, 3, 3); "
                          f"got {smoothing!r}")
-    if ok and np.prod(box) > 255:
+    if np.prod(box) > 255:
         raise InputError(f"smoothing box {box} holds {np.prod(box)} cells; at most 255 (counts are uint8)")
     return None if box == (1, 1, 1) else box  # type: ignore[return-value]
 
@@ -563,13 +563,7 @@ class Session:
             return Update((), 0)
         self._pending = None
         spans = [r for r in ((0, p.span[0]), (p.span[1], self.shape[0])) if r[0] < r[1]]
-        # The same steps as the annotated frame took, in the same order: the replaced
-        # references' cells are recomputed without the new references, then those are merged.
-        self.ref_active[p.refs] = False
-        changed = [self._deactivate(p.replaced, span) for span in spans]
-        self.ref_active[p.refs] = True
-        changed += [self._search(p.refs, frames=span) for span in spans]
-        return self._relabel(self._union(changed))
+        return self._relabel(self._union(self._swap_references(p.refs, p.replaced, spans)))
 
     def _settle_unless(self, frame: int) -> None:
         if self._pending is not None and self._pending.frame != frame:
@@ -661,12 +655,19 @@ class Session:
         self.history.append(Annotation(kind, frame, cells, ids, new, replaced, new_objects))
         rt = 0 if self.smoothing is None else self.smoothing[0] // 2
         span = (max(0, frame - rt), min(t, frame + rt + 1)) if defer else None
-        changed = [self._deactivate(replaced, span)]
-        self.ref_active[new] = True
-        changed.append(self._search(new, frames=span))
+        changed = self._swap_references(new, replaced, [span])
         if defer and span != (0, t):
             self._pending = _Pending(frame, new, replaced, span)
         return self._relabel(self._union(changed), self._frames_of(new, replaced))
+
+    def _swap_references(self, new: np.ndarray, replaced: np.ndarray, spans: list[Any]) -> list[Any]:
+        """Switch ``replaced`` off and ``new`` on over each span of frames ((t0, t1); None:
+        all), in that order: cells that relied on a replaced reference are recomputed without
+        the new ones, then the new ones are merged. Returns the changed cells of each step."""
+        self.ref_active[new] = False
+        changed = [self._deactivate(replaced, span) for span in spans]
+        self.ref_active[new] = True
+        return changed + [self._search(new, frames=span) for span in spans]
 
     def _insert_column(self, col: int) -> None:
         n = self.emb.shape[0]
@@ -679,6 +680,11 @@ class Session:
         keep = [i for i in range(self._best.shape[0]) if i != col]
         self._best = self._best[keep]
         self._src = self._src[keep]
+
+    def _frame_cells(self, t0: int, t1: int) -> slice:
+        """The flat cell indices of frames t0..t1-1: a slice of the (T*h*w,) per-cell arrays."""
+        hw = self.shape[1] * self.shape[2]
+        return slice(t0 * hw, t1 * hw)
 
     def _axes(self) -> tuple[Any, Any, Any]:
         """Cell positions along x (w,), y (h,) and time (T,), float32: (x, y) the cell centre in
@@ -730,7 +736,7 @@ class Session:
         ids = to_device(ref_ids.astype(np.int32), xp)
         m, k = len(ref_ids), self.k
         if m == 1 and k == 1 and span:  # one click: a matrix-vector product over the frames
-            s = self.emb[rows[0] * hw:rows[1] * hw] @ refs[0]
+            s = self.emb[self._frame_cells(*rows)] @ refs[0]
             if self.position_weight:
                 s -= self._penalty(rows, cells)[:, 0]
             return s[:, None], xp.broadcast_to(ids, (n, 1))
@@ -744,9 +750,8 @@ class Session:
         for a in range(0, n, step):
             b = min(n, a + step)
             if span:
-                lo = rows[0] * hw
-                q = self.emb[lo + a:lo + b]
                 where: Any = (rows[0] + a // hw, rows[0] + b // hw)
+                q = self.emb[self._frame_cells(*where)]
             else:
                 q = self.emb[rows[a:b]]
                 where = rows[a:b]
@@ -768,11 +773,9 @@ class Session:
         if rows is None:
             rows = (0, self.shape[0])
         if isinstance(rows, tuple):
-            hw = self.shape[1] * self.shape[2]
-            lo = rows[0] * hw
-            where: Any = slice(lo, rows[1] * hw)
+            where = self._frame_cells(*rows)
             old_s, old_i = self._best[col, where], self._src[col, where]
-            pick = lambda idx: idx + lo  # noqa: E731
+            pick = lambda idx: idx + where.start  # noqa: E731
         else:
             old_s, old_i = self._best[col, rows], self._src[col, rows]
             pick = lambda idx: rows[idx]  # noqa: E731
@@ -824,9 +827,8 @@ class Session:
             if frames is None:
                 rows = xp.nonzero(dead_x[self._src[col]].any(axis=1))[0]
             else:
-                hw = self.shape[1] * self.shape[2]
-                lo = frames[0] * hw
-                rows = xp.nonzero(dead_x[self._src[col, lo:frames[1] * hw]].any(axis=1))[0] + lo
+                where = self._frame_cells(*frames)
+                rows = xp.nonzero(dead_x[self._src[col, where]].any(axis=1))[0] + where.start
             if rows.shape[0] == 0:
                 continue
             self._best[col, rows] = NEG
@@ -930,11 +932,12 @@ class Session:
         changed = []
         for a, b in runs:
             new = self._box_majority(a, b).reshape(-1)
-            old = self._shown[a * h * w:b * h * w]
+            where = self._frame_cells(a, b)
+            old = self._shown[where]
             diff = xp.nonzero(new != old)[0]
             old[diff] = new[diff]
-            changed.append(diff + a * h * w)
-        return self._union(changed) if len(changed) > 1 else (changed[0] if changed else xp.zeros(0, xp.int64))
+            changed.append(diff + where.start)
+        return self._union(changed)
 
     def _box_counts(self, a: int, b: int) -> Any:
         """uint8 (C, b - a, h, w): how many cells of each cell's smoothing box hold each label
@@ -943,7 +946,7 @@ class Session:
         t, h, w = self.shape
         rt, ry, rx = (n // 2 for n in self.smoothing)  # type: ignore[union-attr]
         lo, hi = max(0, a - rt), min(t, b + rt)
-        raw = self._labels[lo * h * w:hi * h * w].reshape(hi - lo, h, w)
+        raw = self._labels[self._frame_cells(lo, hi)].reshape(hi - lo, h, w)
         pad = ((rt - (a - lo), rt - (hi - b)), (ry, ry), (rx, rx))
         cols = to_device(np.asarray(self.object_columns, dtype=np.uint8), xp)
         out = (xp.pad(raw, pad, mode="edge")[None] == cols[:, None, None, None]).astype(xp.uint8)
@@ -964,15 +967,16 @@ class Session:
         xp = self.xp
         t, h, w = self.shape
         counts = self._box_counts(a, b)
-        own = self._labels[a * h * w:b * h * w].reshape(b - a, h, w)
+        where = self._frame_cells(a, b)
+        own = self._labels[where].reshape(b - a, h, w)
         need = int(np.ceil(SWITCH_SHARE * np.prod(self.smoothing) - 1e-6))
         out = own.copy()
         for c, obj in enumerate(self.object_columns):  # at most one label reaches two thirds
             out[counts[c] >= need] = obj
         out = out.reshape(-1)
         # An annotated cell shows its own label: a user's click is never smoothed away.
-        cells = self.ref_cell[self.ref_active] - a * h * w
-        cells = to_device(cells[(cells >= 0) & (cells < (b - a) * h * w)], xp)
+        cells = self.ref_cell[self.ref_active] - where.start
+        cells = to_device(cells[(cells >= 0) & (cells < where.stop - where.start)], xp)
         out[cells] = own.reshape(-1)[cells]
         return out.reshape(b - a, h, w)
 
@@ -981,7 +985,7 @@ class Session:
         """float32 (C, h, w) vote shares of one frame (one-hot where k = 1)."""
         xp = self.xp
         _, h, w = self.shape
-        rows = slice(frame * h * w, (frame + 1) * h * w)
+        rows = self._frame_cells(frame, frame + 1)
         c = self.objects.num_labels
         if self.smoothing is not None:  # the label shares of each cell's box
             return self._box_counts(frame, frame + 1)[:, 0].astype(xp.float32) / float(np.prod(self.smoothing))
@@ -993,10 +997,8 @@ class Session:
     def _upsample(self, frame: int, guide: Any = None) -> np.ndarray:
         xp = self.xp
         t, h, w = self.shape
-        if self.upsample == "bilinear" and self.k == 1:
-            if self._geometry is None:
-                self._geometry = _Bilinear((h, w), self.frame_size, self.stride, xp)
-            labels = self._shown[frame * h * w:(frame + 1) * h * w].reshape(h, w)
+        if self._geometry is not None:  # bilinear with k = 1: the exact shortcut, built at start
+            labels = self._shown[self._frame_cells(frame, frame + 1)].reshape(h, w)
             return to_host(self._geometry.labels(labels, self.object_columns))
         if guide is None and needs_guide(self.upsample):
             guide = self.video.source.read(frame)
