@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendError
+from .ort_options import session_options
 
 KERNELS = ("topk", "matmul_topk", "window_topk")
 OPSET = 17
@@ -53,13 +54,7 @@ def _session(name: str) -> Any:
             if not path.is_file():
                 raise BackendError(f"kNN kernel {path} is missing from the installed package; reinstall pml-rt "
                                    "or rebuild it with: python export/build_kernels.py")
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            # Like NumPy's BLAS, follow OMP_NUM_THREADS where set (batch workers set it to their
-            # CPU share, so co-located workers do not fight); else ONNX Runtime uses every core.
-            threads = os.environ.get("OMP_NUM_THREADS", "")
-            if threads.isdigit() and int(threads) > 0:
-                opts.intra_op_num_threads = int(threads)
+            opts = session_options(ort)
             _sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return _sessions[name]
 

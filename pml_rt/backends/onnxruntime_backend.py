@@ -10,6 +10,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import BackendError
+from ..ort_options import session_options
 from ..registry import ModelConfig
 from .base import Backend
 
@@ -38,10 +39,7 @@ class OnnxRuntimeBackend(Backend):
                 f"model file {self.model_path} is missing; rebuild it with: "
                 f"python export/build_engine.py --onnx {self.model_path}"
             )
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            opts.intra_op_num_threads = int(self.threads)
+        opts = session_options(ort, int(self.threads) if self.threads else None)
         try:
             self._session = ort.InferenceSession(str(self.model_path), opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
