@@ -37,6 +37,7 @@ from pml_rt.robots import (  # noqa: E402
     summarize_click_runs,
     synthetic_video,
 )
+from pml_rt.segmenter import Segmenter  # noqa: E402
 from pml_rt.session import INTERACTIVE_UPSAMPLE  # noqa: E402
 from pml_rt.upsample import METHODS  # noqa: E402
 
@@ -51,8 +52,9 @@ def _videos(args: argparse.Namespace):
     ds = DavisDataset(args.davis)
     seqs = args.sequences.split(",") if args.sequences else ds.sequences(split=args.split)
     cache = args.cache or str(Path(args.out) / "embeddings")
+    segmenter = Segmenter(args.model) if args.model else None
     yield from davis_videos(args.davis, seqs, max_frames=None if args.full else args.max_frames, cache_dir=cache,
-                            progress=True)
+                            progress=True, segmenter=segmenter)
 
 
 def _write(path: Path, text: str) -> None:
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
     p.add_argument("--synthetic-frames", type=int, default=20)
+    p.add_argument("--model", default=None, help="registered model (default: the packaged default)")
     p.add_argument("--out", default="runs/interactive", help="output folder (default runs/interactive)")
     p.add_argument("--cache", default=None, help="embedding cache folder (default <out>/embeddings)")
     args = p.parse_args(argv)

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from pml_rt.davis import default_data_root  # noqa: E402
 from pml_rt.robots import davis_videos, format_latency, measure_latency, robot_clicks, synthetic_video  # noqa: E402
+from pml_rt.segmenter import Segmenter  # noqa: E402
 from pml_rt.session import INTERACTIVE_UPSAMPLE  # noqa: E402
 from pml_rt.upsample import METHODS  # noqa: E402
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--cache", default="runs/interactive/embeddings", help="embedding cache folder")
+    p.add_argument("--model", default=None, help="registered model (default: the packaged default)")
     args = p.parse_args(argv)
     opts = {"upsample": args.upsample}
     if args.k is not None:
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         name = "synthetic"
     else:
         name, video, gt = next(davis_videos(args.davis, [args.sequence], max_frames=args.frames,
-                                            cache_dir=args.cache, progress=True))
+                                            cache_dir=args.cache, progress=True,
+                                            segmenter=Segmenter(args.model) if args.model else None))
     clicks = robot_clicks(video, gt, args.warmup + args.clicks, seed=args.seed, session_options=opts)
     rep = measure_latency(video, clicks, warmup=args.warmup, session_options=opts)
     print(f"# Interactive response time: {name}, session options {opts}\n")

@@ -91,7 +91,7 @@ def test_layout_matches_the_documented_format(segmenter, clip, tmp_path):
     entry = Path(v.meta["cache"])
     assert entry.parent.parent == tmp_path and entry.name.endswith("-40x56")
     meta = json.loads((entry / "meta.json").read_text())
-    t, h, w, d = 5, 5, 7, 128
+    t, h, w, d = 5, 5, 7, segmenter.config.d
     assert meta["format"] == "pml-rt-embeddings" and meta["version"] == 1
     assert (meta["frames"], meta["h"], meta["w"], meta["d"], meta["stride"]) == (t, h, w, d, 8)
     assert meta["dtype"] == "float16" and meta["frames_done"] == t and meta["complete"] is True
@@ -141,7 +141,7 @@ def test_a_damaged_entry_is_rebuilt_with_a_warning(segmenter, clip, tmp_path, da
     meta = json.loads(meta_path.read_text())
     if damage == "flip-data":  # frame 4 is always among the frames checked (the last one done)
         with open(data, "r+b") as f:
-            f.seek(4 * 5 * 7 * 128 * 2 + 100)
+            f.seek(4 * 5 * 7 * segmenter.config.d * 2 + 100)
             f.write(b"\x12\x34")
     elif damage == "truncate-data":
         os.truncate(data, data.stat().st_size - 1)

@@ -20,21 +20,22 @@ from pml_rt.registry import get_model_config, list_models  # noqa: E402
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def backends():
-    cfg = get_model_config()
+@pytest.fixture(scope="module", params=list_models())
+def backends(request):
+    cfg = get_model_config(request.param)
     return OnnxRuntimeBackend(cfg), TorchBackend(cfg)
 
 
 @pytest.mark.parametrize("hw", [(64, 96), (57, 83), (120, 160)])
 def test_onnxruntime_matches_torch_on_fresh_random_input(backends, hw):
     ort_b, torch_b = backends
+    d = ort_b.cfg.d
     rng = np.random.default_rng()  # fresh inputs every run, on purpose
     frames = rng.integers(0, 256, size=(2, *hw, 3), dtype=np.uint8)
     times = rng.uniform(0, 2, size=2).astype(np.float32)
     a = ort_b.embed(frames, times)
     b = torch_b.embed(frames, times)
-    assert a.shape == b.shape == (2, -(-hw[0] // 8), -(-hw[1] // 8), 128)
+    assert a.shape == b.shape == (2, -(-hw[0] // 8), -(-hw[1] // 8), d)
     np.testing.assert_allclose(a, b, atol=ATOL, rtol=0)
 
 

@@ -14,7 +14,7 @@ from .conftest import make_tiny_clip
 def test_embed_shapes_and_unit_norm(segmenter, tiny_clip):
     clip, _ = tiny_clip
     v = segmenter.embed(clip, progress=False)
-    assert v.embeddings.shape == (4, 6, 8, 128) and v.embeddings.dtype == np.float16
+    assert v.embeddings.shape == (4, 6, 8, segmenter.config.d) and v.embeddings.dtype == np.float16
     norms = np.linalg.norm(v.embeddings.astype(np.float32), axis=-1)
     np.testing.assert_allclose(norms, 1, atol=2e-3)
     assert v.frame_size == (48, 64) and v.num_frames == 4
@@ -90,7 +90,7 @@ def test_half_input_scale_gives_coarser_cells_and_full_size_masks(segmenter, tmp
     clip, truth = make_tiny_clip(frames=4, h=96, w=128)
     half = Segmenter(backend="onnxruntime", input_scale=0.5)
     v = half.embed(clip, progress=False)
-    assert v.embeddings.shape == (4, 6, 8, 128) and v.config.stride == 16  # cells of 16x16 pixels
+    assert v.embeddings.shape == (4, 6, 8, v.config.d) and v.config.stride == 16  # cells of 16x16 pixels
     masks = v.propagate(truth[0], upsample="bilinear")
     assert masks.shape == truth.shape and masks.dtype == np.uint8
     for obj in (1, 2):
@@ -98,7 +98,7 @@ def test_half_input_scale_gives_coarser_cells_and_full_size_masks(segmenter, tmp
     # Other cells, other embeddings: the cache keeps full and half scale apart.
     assert half.model_identity() != segmenter.model_identity()
     full = segmenter.embed(clip, progress=False)
-    assert full.embeddings.shape == (4, 12, 16, 128)
+    assert full.embeddings.shape == (4, 12, 16, full.config.d)
 
 
 @pytest.mark.parametrize("scale", [0.3, 2.0, 0])

@@ -111,10 +111,10 @@ def test_meta_round_trip(tmp_path):
 def test_meta_problems_name_each_mismatch():
     m = _meta()
     assert tb.meta_problems(m, CFG, "10.7.0", "NVIDIA H200", "ab" * 32) == []
-    probs = tb.meta_problems(_meta(model="other", d=64), CFG, "10.8.0", "NVIDIA A100", "cd" * 32)
+    probs = tb.meta_problems(_meta(model="other", d=2 * CFG.d), CFG, "10.8.0", "NVIDIA A100", "cd" * 32)
     text = " | ".join(probs)
     assert len(probs) == 5
-    for word in ("other", "d=64", "TensorRT 10.7.0", "NVIDIA A100", "sha256"):
+    for word in ("other", f"d={2 * CFG.d}", "TensorRT 10.7.0", "NVIDIA A100", "sha256"):
         assert word in text
 
 
@@ -350,7 +350,7 @@ def test_load_without_engine_path_names_command(fake_gpu, tmp_path, monkeypatch)
     ({"trt_version": "10.3.0"}, "TensorRT 10.3.0, but TensorRT 10.7.0 is installed"),
     ({"gpu": "NVIDIA A100-SXM4-80GB"}, "NVIDIA A100"),
     ({"model": "another-model"}, "another-model"),
-    ({"d": 64}, "d=64"),
+    ({"d": 2 * CFG.d}, f"d={2 * CFG.d}"),
 ])
 def test_load_mismatched_engine_says_rebuild(fake_gpu, tmp_path, change, words):
     plan = tmp_path / "e.plan"
