@@ -398,6 +398,9 @@ def _methods(requested: str | None) -> list[str]:
     return want
 
 
+FLOOR_INNER = 256  # inner size of the product that measures the machine's float32 rate
+
+
 def flops_and_floor(cfg: Any, hw: tuple[int, int], cells: int, cp: ModuleType | None) -> dict:
     from pml_rt.flops import matmul_gflops, onnx_flops, torch_flops  # noqa: PLC0415
 
@@ -415,11 +418,14 @@ def flops_and_floor(cfg: Any, hw: tuple[int, int], cells: int, cp: ModuleType | 
     except Exception as exc:  # noqa: BLE001 - optional information
         out["gflops_per_frame"] = None
         out["error"] = f"{type(exc).__name__}: {exc}"
-    rate = matmul_gflops(n=cells, d=cfg.d, repeats=5)
+    # The machine's float32 rate on a compute-bound product (inner size 256, as in the
+    # embedder's widest 1x1 convolutions), independent of the model's d: the floor is then
+    # the embedder's arithmetic at that rate, a lower bound for any runtime.
+    rate = matmul_gflops(n=cells, d=FLOOR_INNER, repeats=5)
     out["cpu_matmul_gflops"] = round(rate.gflops, 1)
     out["matmul_shape"] = list(rate.shape)
     if cp is not None:
-        out["gpu_matmul_gflops"] = round(matmul_gflops(n=cells, d=cfg.d, repeats=10, xp=cp).gflops, 1)
+        out["gpu_matmul_gflops"] = round(matmul_gflops(n=cells, d=FLOOR_INNER, repeats=10, xp=cp).gflops, 1)
     best = out.get("gpu_matmul_gflops") or out["cpu_matmul_gflops"]
     if out.get("gflops_per_frame"):
         out["embed_floor_ms"] = round(out["gflops_per_frame"] / best * 1e3, 3)
