@@ -142,6 +142,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     print(f"kNN on the CPU: {knn._cpu_kernel} kernels (PML_RT_KNN_KERNEL: one of {', '.join(knn.CPU_KERNELS)}); "
           "CuPy arrays run the array-module code")
+    from .ort_options import spinning  # noqa: PLC0415
+
+    print(f"ONNX Runtime thread spinning: {'on' if spinning() else 'off'} (PML_RT_ORT_SPIN=0|1)")
     return 0
 
 

@@ -98,8 +98,9 @@ register(
         d=64,
         trained=True,
         card="MNV2_OS8_D64_CARD.md",
-        description="As mnv2-os8-trained, with the trained head projecting to d = 64: half the "
-        "nearest-neighbour arithmetic and half the embedding cache (chosen on a held-out train fold).",
+        description="MobileNetV2 (ImageNet, frozen) dilated to stride 8, blocks 6 and 13; spatio-temporal "
+        "head trained with the paper's loss on the DAVIS 2016 train split, projecting to d = 64: half the "
+        "nearest-neighbour arithmetic and cache of mnv2-os8-trained (chosen on a held-out train fold).",
         extra={"hidden": 256, "spatio_temporal": True, "position_weight": 3.0, "time_scale": 0.0},
     )
 )

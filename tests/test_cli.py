@@ -63,6 +63,14 @@ def test_info_lists_backends(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "tensorrt" in out and "default model" in out
+    assert "ONNX Runtime thread spinning: off" in out
+
+
+def test_info_reports_a_bad_spin_setting_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("PML_RT_ORT_SPIN", "maybe")
+    code = main(["info"])
+    err = capsys.readouterr().err
+    assert code != 0 and "PML_RT_ORT_SPIN must be 0 or 1" in err and "Traceback" not in err
 
 
 def test_eval_on_fake_davis(tmp_path, capsys):
