@@ -186,6 +186,10 @@ def main() -> None:
 
     from PIL import Image
 
+    from pml_rt.registry import get_model_config
+
+    cfg = get_model_config()  # the children run the default model
+    d, stride = cfg.d, cfg.stride
     h, w = parse_size(args.size)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pml-rt-long-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -203,8 +207,8 @@ def main() -> None:
             r = run_child("segment", str(video), str(mask), "--out", str(work / f"masks-{n}"),
                           "--cache-dir", str(work / "cache"), *extra)
             data = Path(r["cache"]) / "embeddings.f16"
-            hh, ww = -(-h // 8), -(-w // 8)
-            formula = n * hh * ww * 128 * 2
+            hh, ww = -(-h // stride), -(-w // stride)
+            formula = n * hh * ww * d * 2
             r.update(phase=phase, cache_bytes=data.stat().st_size, formula_bytes=formula, no_release=args.no_release)
             report["runs"].append(r)
             t = r["timings"]
@@ -212,8 +216,8 @@ def main() -> None:
                   f"{r['ru_maxrss_kB'] / 1024:.0f} MB; anon peak {r['peak_RssAnon_kB'] / 1024:.0f} MB, file-backed "
                   f"peak {r['peak_RssFile_kB'] / 1024:.0f} MB); embed {t['embed']:.0f} s, propagate+write "
                   f"{t['propagate+write']:.0f} s ({1000 * r['wall'] / n:.0f} ms/frame end to end)")
-        print(f"  cache: {data.stat().st_size / 1e6:.1f} MB on disk; frames x ceil(H/8) x ceil(W/8) x d x 2 = "
-              f"{n} x {hh} x {ww} x 128 x 2 = {formula / 1e6:.1f} MB")
+        print(f"  cache: {data.stat().st_size / 1e6:.1f} MB on disk; frames x ceil(H/{stride}) x ceil(W/{stride}) "
+              f"x d x 2 = {n} x {hh} x {ww} x {d} x 2 = {formula / 1e6:.1f} MB ({cfg.name})")
     cold = [r for r in report["runs"] if r["phase"] == "cold cache"]
     if len(cold) >= 2:
         x = np.array([r["frames"] for r in cold], float)
@@ -223,7 +227,7 @@ def main() -> None:
         report["fit"] = {"MB_at_0": a, "MB_per_frame": b, "MB_at_5000": est}
         print(f"  peak RSS fit over {x.astype(int).tolist()} frames: {a:.0f} MB + {b * 1000:.1f} kB/frame -> "
               f"{est:.0f} MB at 5000 frames (extrapolated, not run); cache at 5000 frames: "
-              f"{5000 * hh * ww * 128 * 2 / 1e9:.2f} GB")
+              f"{5000 * hh * ww * d * 2 / 1e9:.2f} GB")
     for size in (args.live_size if args.live_frames else []):
         lh, lw = parse_size(size)
         video, mask = work / f"live-{lw}x{lh}.mp4", work / f"live-mask-{lw}x{lh}.png"
