@@ -7,7 +7,7 @@ one factory; an unknown name raises ``ValueError`` listing the valid ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -71,7 +71,7 @@ register(
 )
 
 
-register(
+_TRAINED = register(
     ModelConfig(
         name="mnv2-os8-trained",
         file="mnv2_os8_trained.onnx",
@@ -89,21 +89,21 @@ register(
 )
 
 
+# The same recipe with the head projecting to d = 64 (the default): same backbone, taps, head
+# and session position prior.
 register(
-    ModelConfig(
+    replace(
+        _TRAINED,
         name="mnv2-os8-d64",
         file="mnv2_os8_d64.onnx",
-        backbone="mobilenet_v2",
-        taps=(6, 13),
         d=64,
-        trained=True,
         card="MNV2_OS8_D64_CARD.md",
         description="MobileNetV2 (ImageNet, frozen) dilated to stride 8, blocks 6 and 13; spatio-temporal "
         "head trained with the paper's loss on the DAVIS 2016 train split, projecting to d = 64: half the "
         "nearest-neighbour arithmetic and cache of mnv2-os8-trained (chosen on a held-out train fold).",
-        extra={"hidden": 256, "spatio_temporal": True, "position_weight": 3.0, "time_scale": 0.0},
     )
 )
+
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)

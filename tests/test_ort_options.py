@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 ort = pytest.importorskip("onnxruntime")
@@ -48,5 +49,5 @@ def test_knn_kernel_sessions_use_the_shared_options(monkeypatch):
 
     monkeypatch.setattr(knn_ort, "session_options", spy)
     monkeypatch.setattr(knn_ort, "_sessions", {})
-    knn_ort.topk(__import__("numpy").ones((2, 4), dtype="float32"), 1)
+    knn_ort.topk(np.ones((2, 4), dtype=np.float32), 1)
     assert seen == [("0", "0")]

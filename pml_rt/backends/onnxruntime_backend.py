@@ -39,7 +39,7 @@ class OnnxRuntimeBackend(Backend):
                 f"model file {self.model_path} is missing; rebuild it with: "
                 f"python export/build_engine.py --onnx {self.model_path}"
             )
-        opts = session_options(ort, int(self.threads) if self.threads else None)
+        opts = session_options(ort, self.threads or None)
         try:
             self._session = ort.InferenceSession(str(self.model_path), opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
