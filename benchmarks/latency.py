@@ -294,8 +294,8 @@ class Bench:
 
     # nearest neighbours and upsampling -----------------------------------------------------------
     def nn(self, emb: Any, name: str, cfg: PropagationConfig) -> tuple[Stage, dict[int, Any]]:
-        st = self.stage(name, f"recent_frames={cfg.recent_frames}, online_adaptation={cfg.online_adaptation}, "
-                              f"k={cfg.k}, {self.xp.__name__}")
+        st = self.stage(name, f"recent_frames={cfg.recent_frames}, window={cfg.window}, online_adaptation="
+                              f"{cfg.online_adaptation}, cap={cfg.adaptation_cap}, k={cfg.k}, {self.xp.__name__}")
         ref = self.xp.asarray(self.ref)
         it = propagate_scores(emb, 0, ref, self.num_labels, cfg, xp=self.xp)
         scores: dict[int, Any] = {}

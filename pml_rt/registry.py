@@ -105,6 +105,24 @@ register(
 )
 
 
+# The same head recipe on a cheaper backbone: MobileNetV2 left at its native stride 16 after
+# block 6, block 13 upsampled to block 6's stride-8 grid. Half the embed time; on two held-out
+# train folds 1.05 J&F below mnv2-os8-d64 (docs/RESULTS.md, "Faster backbone"), so not the default.
+register(
+    replace(
+        _TRAINED,
+        name="mnv2-os16-d64",
+        file="mnv2_os16_d64.onnx",
+        backbone="mobilenet_v2_os16",
+        d=64,
+        card="MNV2_OS16_D64_CARD.md",
+        description="Faster. MobileNetV2 (ImageNet, frozen), blocks 7-13 at their native stride 16 and block 13 "
+        "upsampled bilinearly to block 6's stride-8 grid (embeddings still at stride 8; half the embed time "
+        "of the dilated network); head trained as mnv2-os8-d64.",
+    )
+)
+
+
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 

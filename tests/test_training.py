@@ -217,3 +217,33 @@ def test_efficientnet_lite_matches_the_package_module_names():
     theirs = pkg.EfficientNet.from_name("efficientnet-lite0").state_dict()
     ours = DilatedEfficientNetLite(0).state_dict()
     assert all(k in theirs and theirs[k].shape == v.shape for k, v in ours.items())
+
+
+@pytest.mark.parametrize("hw", [(60, 90), (57, 83)])
+def test_mobilenet_v2_os16_taps_and_embeddings_stay_on_the_stride_8_grid(hw):
+    from pml_rt.network.embedder import Embedder, build_backbone
+    from pml_rt.registry import get_model_config
+
+    net = build_backbone("mobilenet_v2_os16", (6, 13), stride=8, imagenet=False).eval()
+    same = build_backbone("mobilenet_v2", (6, 13), stride=8, imagenet=False).eval()
+    same.load_state_dict(net.state_dict())  # the same weights: only strides and dilations differ
+    x = torch.rand(1, 3, *hw)
+    with torch.no_grad():
+        fine, coarse = net(x)
+        fine8, coarse8 = same(x)
+    cells = (-(-hw[0] // 8), -(-hw[1] // 8))
+    assert fine.shape[-2:] == coarse8.shape[-2:] == cells
+    assert coarse.shape[-2:] == (-(-cells[0] // 2), -(-cells[1] // 2))  # block 13 at stride 16
+    torch.testing.assert_close(fine, fine8)  # up to block 6 the two networks are one
+    model = Embedder(get_model_config("mnv2-os16-d64"), imagenet=False).eval()
+    with torch.no_grad():
+        emb = model(x * 255, torch.zeros(1))
+    assert emb.shape == (1, 64, *cells)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(1, *cells))
+
+
+def test_unknown_backbone_lists_the_defined_ones():
+    from pml_rt.network.embedder import build_backbone
+
+    with pytest.raises(ValueError, match="mobilenet_v2_os16"):
+        build_backbone("resnet101", None)

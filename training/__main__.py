@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--max-frames", type=int, default=None, help="first N frames of each sequence only")
     c.add_argument("--backbone", default="mobilenet_v2",
-                   choices=["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+                   choices=["mobilenet_v2", "mobilenet_v2_os16", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
     c.set_defaults(fn=cmd_cache)
 
     t = sub.add_parser("train", parents=[common], help="train a head on cached features (resumes in --out)")

@@ -52,8 +52,7 @@ File: `pml_rt/models/{file}` ({size:.1f} MB, ONNX opset 17, float32). Inputs and
 float32 (N,) = frame index x 0.01, `embedding` float32 (N, {d}, ceil(H/8), ceil(W/8)), unit length.
 
 ## What it is
-The packaged backbone (MobileNetV2, ImageNet weights, dilated to output stride 8, blocks 6
-and 13 L2-normalised and joined: 128 channels, frozen) followed by a **trained**
+{backbone_text} followed by a **trained**
 spatio-temporal head: two 1x1 convolutions (hidden {hidden}) over [features, cell y, cell x,
 frame time]{st}, added as a residual to the features{proj}, then L2-normalised (d = {d}).
 
@@ -75,6 +74,15 @@ frame time]{st}, added as a residual to the features{proj}, then L2-normalised (
 ## Measured figures
 {figures}
 """
+
+
+BACKBONE_TEXT = {
+    "mobilenet_v2": "The packaged backbone (MobileNetV2, ImageNet weights, dilated to output stride 8, blocks 6\n"
+                    "and 13 L2-normalised and joined: 128 channels, frozen)",
+    "mobilenet_v2_os16": "MobileNetV2 (ImageNet weights, frozen; blocks 7-13 at their native stride 16, not\n"
+                         "dilated; block 13 upsampled bilinearly to block 6's stride-8 grid; both L2-normalised\n"
+                         "and joined: 128 channels at stride 8)",
+}
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, name: str | None = None,
@@ -107,7 +115,8 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, name: str
         if (run_dir / "command.txt").exists():
             command = (run_dir / "command.txt").read_text().strip()
         s = cfg.sampling
-        text = CARD.format(name=name, file=out.name, size=size, d=cfg.d, hidden=cfg.hidden,
+        text = CARD.format(backbone_text=BACKBONE_TEXT.get(cfg.backbone, f"The {cfg.backbone} backbone (frozen)"),
+                           name=name, file=out.name, size=size, d=cfg.d, hidden=cfg.hidden,
                            st="" if cfg.spatio_temporal else " (coordinate and time inputs switched off)",
                            proj="" if cfg.d == 128 else f" (projected to {cfg.d} by a 1x1 convolution)",
                            seqs=", ".join(cfg.sequences), holdout=", ".join(cfg.holdout) or "none",

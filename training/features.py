@@ -114,7 +114,7 @@ def backbone_config(backbone: str, d: int | None = None, name: str | None = None
     ``d`` None: the backbone's feature width (an untrained head is then the identity)."""
     from pml_rt.registry import ModelConfig  # noqa: PLC0415
 
-    if backbone == "mobilenet_v2":
+    if backbone in ("mobilenet_v2", "mobilenet_v2_os16"):
         taps, mean, std, cin = (6, 13), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 128
     else:
         from pml_rt.network import efficientnet  # noqa: PLC0415
