@@ -674,3 +674,32 @@ def test_module_imports_without_starting_anything():
     for name in ("pml_rt.web", "pml_rt.web.state", "pml_rt.web.app", "pml_rt.web.server"):
         importlib.import_module(name)
     assert Path(web_server.__file__).with_name("static").joinpath("index.html").is_file()
+
+
+def test_cli_model_option_reaches_the_annotator(monkeypatch, tmp_path):
+    import argparse
+
+    frames_dir = tmp_path / "clip"
+    frames_dir.mkdir()
+    for i, f in enumerate(make_clip(2)):
+        Image.fromarray(f).save(frames_dir / f"{i:05d}.png")
+    seen = {}
+
+    class NoServer:
+        def run(self, sockets):
+            pass
+
+    def start(self):
+        seen["model"] = self._segmenter.config.name if self._segmenter is not None else None
+        return self
+
+    monkeypatch.setattr(web_server, "_uvicorn_server", lambda app, log_level="warning": NoServer())
+    monkeypatch.setattr(web_server, "bind_socket", lambda host, port: socket.socket())
+    monkeypatch.setattr(Annotator, "start", start)
+    args = argparse.Namespace(video=str(frames_dir), host="127.0.0.1", port=8765, out=str(tmp_path / "o"),
+                              model="mnv2-os16-d64")
+    assert web_server.cli_main(args) == 0
+    assert seen["model"] == "mnv2-os16-d64"
+    args.model = "no-such-model"
+    with pytest.raises(InputError, match="valid models"):
+        web_server.cli_main(args)

@@ -123,7 +123,7 @@ def default_out_dir(video: str | Path) -> Path:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    """Run ``pml-rt annotate`` (args: video, port, host, out; input_scale, debug and quiet where present)."""
+    """Run ``pml-rt annotate`` (args: video, port, host, out; model, input_scale, debug and quiet where present)."""
     require_web()
 
     host = str(args.host)
@@ -131,11 +131,13 @@ def cli_main(args: argparse.Namespace) -> int:
     source = open_video(args.video)  # a bad path or file fails here, before anything listens
     out = Path(args.out) if args.out else default_out_dir(args.video)
     scale = float(getattr(args, "input_scale", 1.0) or 1.0)
+    model = getattr(args, "model", None)
     segmenter = None  # the Annotator makes the default one while it embeds
-    if scale != 1:
+    if scale != 1 or model:
+        from ..registry import DEFAULT_MODEL  # noqa: PLC0415
         from ..segmenter import Segmenter  # noqa: PLC0415
 
-        segmenter = Segmenter(input_scale=scale)
+        segmenter = Segmenter(model or DEFAULT_MODEL, input_scale=scale)  # an unknown name fails here, listing the valid ones
     annotator = Annotator(source, out, segmenter=segmenter)
     sock = bind_socket(host, int(args.port))
     if not is_loopback(host):
