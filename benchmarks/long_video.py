@@ -113,7 +113,7 @@ def child_segment(args: argparse.Namespace) -> None:
         pcache.release_rows = lambda *a, **k: None  # type: ignore[assignment]
     sampler = Sampler()
     sampler.start()
-    seg = Segmenter(backend="onnxruntime")
+    seg = Segmenter(args.model, backend="onnxruntime")
     t0 = time.perf_counter()
     res = segment_to_folder(seg, args.video, args.mask, args.out, cache_dir=args.cache_dir, progress=False)
     wall = time.perf_counter() - t0
@@ -130,7 +130,7 @@ def child_live(args: argparse.Namespace) -> None:
     from pml_rt import Segmenter
     from pml_rt.io import open_video
 
-    seg = Segmenter(backend="onnxruntime")
+    seg = Segmenter(args.model, backend="onnxruntime")
     src = open_video(args.video)
     live = seg.stream(iter(src), args.mask, input_fps=25.0)
     t0 = time.perf_counter()
@@ -168,6 +168,7 @@ def main() -> None:
     p.add_argument("--no-release", action="store_true", help="do not let memory-mapped pages go (for comparison)")
     p.add_argument("--workdir", default=None, help="keep the videos, masks and cache here (default: a temp dir)")
     p.add_argument("--json", default=None, help="write the numbers here")
+    p.add_argument("--model", default=None, help="registered model (default: the packaged default)")
     p.add_argument("--cold-only", action="store_true",
                    help="skip the second (warm cache) run of the longest video (halves a 5,000-frame run)")
     sub = p.add_subparsers(dest="child")
@@ -178,6 +179,7 @@ def main() -> None:
         c.add_argument("--out")
         c.add_argument("--cache-dir")
         c.add_argument("--no-release", action="store_true")
+        c.add_argument("--model", required=True)
     args = p.parse_args()
     if args.child == "segment":
         return child_segment(args)
@@ -186,15 +188,16 @@ def main() -> None:
 
     from PIL import Image
 
-    from pml_rt.registry import get_model_config
+    from pml_rt.registry import DEFAULT_MODEL, get_model_config
 
-    cfg = get_model_config()  # the children run the default model
+    cfg = get_model_config(args.model or DEFAULT_MODEL)  # an unknown name stops here, listing the valid ones
+    model = ["--model", cfg.name]  # what the children run
     d, stride = cfg.d, cfg.stride
     h, w = parse_size(args.size)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pml-rt-long-"))
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"size": [h, w], "runs": [], "live": []}
-    print(f"long video: {w}x{h}, lengths {args.frames}, work folder {work}")
+    report: dict = {"size": [h, w], "model": cfg.name, "runs": [], "live": []}
+    print(f"long video: {w}x{h}, lengths {args.frames}, model {cfg.name}, work folder {work}")
     for n in args.frames:
         video = work / f"long-{n}.mp4"
         mask = work / f"mask-{n}.png"
@@ -205,7 +208,7 @@ def main() -> None:
         for phase in phases:
             extra = ["--no-release"] if args.no_release else []
             r = run_child("segment", str(video), str(mask), "--out", str(work / f"masks-{n}"),
-                          "--cache-dir", str(work / "cache"), *extra)
+                          "--cache-dir", str(work / "cache"), *extra, *model)
             data = Path(r["cache"]) / "embeddings.f16"
             hh, ww = -(-h // stride), -(-w // stride)
             formula = n * hh * ww * d * 2
@@ -232,7 +235,7 @@ def main() -> None:
         lh, lw = parse_size(size)
         video, mask = work / f"live-{lw}x{lh}.mp4", work / f"live-mask-{lw}x{lh}.png"
         Image.fromarray(make_video(video, args.live_frames, lh, lw)).save(mask)
-        r = run_child("live", str(video), str(mask))
+        r = run_child("live", str(video), str(mask), *model)
         r["size"] = [lh, lw]
         report["live"].append(r)
         print(f"  live {lw}x{lh}: {r['summary']}; peak RSS {r['VmHWM_kB'] / 1024:.0f} MB")
