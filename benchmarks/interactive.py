@@ -1,9 +1,12 @@
 """Interactive segmentation quality with simulated users: the paper's click robot (J against
-clicks per frame, Figure 7) and a DAVIS-interactive-style scribble robot (J&F per round, AUC).
+clicks per frame, Figure 7) and a DAVIS-interactive-style scribble robot (J&F per round, AUC);
+``--robots propagate`` adds another use of the same clicks (all on the first frame, then
+``video.propagate``), not the paper's protocol, on the same axis.
 
     python benchmarks/interactive.py                          # val split, first 25 frames, 5 seeds
     python benchmarks/interactive.py --full                   # every frame of every val sequence
     python benchmarks/interactive.py --split train --robots clicks --seeds 1
+    python benchmarks/interactive.py --full --robots clicks,propagate --seeds 3   # both uses of clicks
     python benchmarks/interactive.py --synthetic              # several objects, no data needed
 
 davis2016-dev has one object per sequence: the several-object case runs on the synthetic
@@ -29,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 from pml_rt.davis import DavisDataset, default_data_root  # noqa: E402
 from pml_rt.robots import (  # noqa: E402
     click_robot,
+    click_then_propagate,
     davis_videos,
     format_click_table,
     format_scribble_table,
@@ -63,6 +67,11 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _jsonable(summary: dict) -> dict:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else {str(a): b.tolist() for a, b in v.items()})
+            for k, v in summary.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--davis", default=str(default_data_root() / "davis2016-dev"), help="DAVIS-format root")
@@ -71,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=25, help="first N frames of each sequence (default 25)")
     p.add_argument("--full", action="store_true", help="every frame of every sequence (overrides --max-frames)")
     p.add_argument("--seeds", type=int, default=5, help="click-robot runs per sequence (default 5)")
-    p.add_argument("--robots", default="clicks,scribbles", help="clicks, scribbles or both (comma-separated)")
+    p.add_argument("--robots", default="clicks,scribbles",
+                   help="comma-separated: clicks (the paper's robot), scribbles, propagate (clicks on the first "
+                        "frame, then propagation; not the paper's protocol); default clicks,scribbles")
     p.add_argument("--rounds", type=int, default=8, help="scribble-robot rounds (default 8)")
     p.add_argument("--scribbles", default=str(default_data_root() / "davis-scribbles"),
                    help="DAVIS scribble folder: <seq>/001.json starts round 1 where it exists")
@@ -90,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="embedding cache folder (default <out>/embeddings)")
     args = p.parse_args(argv)
     robots = {r.strip() for r in args.robots.split(",") if r.strip()}
-    if not robots <= {"clicks", "scribbles"}:
-        p.error(f"--robots takes clicks and/or scribbles, got {args.robots!r}")
+    if not robots or not robots <= {"clicks", "scribbles", "propagate"}:
+        p.error(f"--robots takes clicks, scribbles and/or propagate, got {args.robots!r}")
     opts = {"upsample": args.upsample}
     for key, val in (("k", args.k), ("position_weight", args.position_weight), ("time_scale", args.time_scale)):
         if val is not None:
@@ -104,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--smoothing takes FRAMES,ROWS,COLS or none, got {args.smoothing!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    click_runs, scribble_runs = [], []
+    click_runs, scribble_runs, propagate_runs = [], [], []
     t_start = time.perf_counter()
     frames = 0
     for seq, video, gt in _videos(args):
@@ -117,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{seq} seed {seed}: J " + " ".join(f"{j:.3f}" for j in run.j)
                       + f"  ({time.perf_counter() - t0:.0f} s, {1000 * np.median(run.click_seconds):.0f} ms/click)",
                       flush=True)
+        if "propagate" in robots:
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                run = click_then_propagate(video, gt, seed=seed, sequence=seq, session_options=opts)
+                propagate_runs.append(run)
+                print(f"{seq} seed {seed}, clicks on frame 0 then propagate: J " + " ".join(f"{j:.3f}" for j in run.j)
+                      + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
         if "scribbles" in robots:
             initial = Path(args.scribbles) / seq / "001.json"
             run = scribble_robot(video, gt, rounds=args.rounds, sequence=seq, session_options=opts,
@@ -130,18 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     text = [f"# Interactive benchmark: {where}", "",
             f"session options: {opts}; {frames} frames; {time.perf_counter() - t_start:.0f} s", ""]
     report: dict = {"where": where, "options": opts, "frames": frames}
+    short = "synthetic" if args.synthetic else (args.sequences or args.split) + (
+        ", all frames" if args.full else f", first {args.max_frames} frames")
+    curves = {}
     if click_runs:
         summary = summarize_click_runs(click_runs)
         objects = sorted({len(r.objects) for r in click_runs})
         text += [f"## Click robot ({args.seeds} seeds; J on every frame; objects per sequence: {objects})", "",
                  format_click_table(summary), ""]
-        short = "synthetic" if args.synthetic else (args.sequences or args.split) + (
-            ", all frames" if args.full else f", first {args.max_frames} frames")
-        plot_click_curves({f"pml-rt ({short})": summary}, out / "interactive.png",
-                          title=f"click robot, {args.seeds} seeds, mean +- std over seeds")
-        report["clicks"] = {k: (v.tolist() if isinstance(v, np.ndarray) else
-                                {str(a): b.tolist() for a, b in v.items()}) for k, v in summary.items()}
+        curves[f"pml-rt, paper's robot ({short})"] = summary
+        report["clicks"] = _jsonable(summary)
         report["click_ms_median"] = 1000 * float(np.median(np.concatenate([r.click_seconds for r in click_runs])))
+    if propagate_runs:
+        summary = summarize_click_runs(propagate_runs)
+        text += [f"## Clicks on frame 0, then propagation ({args.seeds} seeds; not the paper's protocol; "
+                 "J on every frame)", "", format_click_table(summary), ""]
+        curves["clicks on frame 0, then propagate"] = summary
+        report["propagate"] = _jsonable(summary)
+    if curves:
+        plot_click_curves(curves, out / "interactive.png",
+                          title=f"click robot, {args.seeds} seeds, mean +- std over seeds")
     if scribble_runs:
         text += [f"## Scribble robot ({args.rounds} rounds; J&F on every frame)", "",
                  format_scribble_table(scribble_runs), ""]
@@ -150,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     _write(out / "interactive.md", "\n".join(text))
     _write(out / "interactive.json", json.dumps(report, indent=1))
     print("\n".join(text))
-    print(f"wrote {out / 'interactive.md'}" + (f", {out / 'interactive.png'}" if click_runs else ""))
+    print(f"wrote {out / 'interactive.md'}" + (f", {out / 'interactive.png'}" if curves else ""))
     return 0
 
 

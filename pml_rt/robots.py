@@ -36,6 +36,7 @@ __all__ = [
     "LatencyReport",
     "ScribbleRun",
     "click_robot",
+    "click_then_propagate",
     "davis_videos",
     "format_click_table",
     "format_latency",
@@ -51,6 +52,10 @@ __all__ = [
 
 #: Clicks per frame at which the click robot records J (the paper's Figure 7 spans 0.05..2).
 CLICKS_PER_FRAME: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.55, 0.75, 1.0, 1.25, 1.5, 2.0)
+
+#: The low click rates :func:`click_then_propagate` records by default (each point costs one
+#: propagation through the whole video).
+FEW_CLICKS_PER_FRAME: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.55)
 
 
 def _check_gt(video: Any, gt: Any) -> np.ndarray:
@@ -165,6 +170,81 @@ def click_robot(video: Any, gt: Any, *, seed: int = 0, clicks_per_frame: tuple[f
         n += 1
         if n in wanted:
             record[n] = board.j()
+    last = record[max(record)]
+    j = np.array([record.get(int(c), last) for c in targets])
+    return ClickRun(sequence, seed, t_count, ids, grid, targets, j, seconds, exhausted)
+
+
+def _video_j(pred: np.ndarray, gt: np.ndarray, ids: list[int]) -> float:
+    """Mean over objects of the mean over frames of J (1 where both masks are empty), as
+    the click robot scores."""
+    per_object = []
+    for i in ids:
+        p, g = pred == i, gt == i
+        inter = np.count_nonzero(p & g, axis=(1, 2))
+        union = np.count_nonzero(p | g, axis=(1, 2))
+        per_object.append(np.where(union == 0, 1.0, inter / np.maximum(union, 1)).mean())
+    return float(np.mean(per_object))
+
+
+def click_then_propagate(video: Any, gt: Any, *, seed: int = 0, frame: int = 0,
+                         clicks_per_frame: tuple[float, ...] = FEW_CLICKS_PER_FRAME, sequence: str = "",
+                         session_options: dict | None = None, propagate_options: dict | None = None) -> ClickRun:
+    """Another way to spend the same clicks: all of them on one frame, then propagation.
+
+    Not the paper's protocol (that is :func:`click_robot`): the robot clicks only on
+    ``frame``, first one random pixel of each object and one of the background, then at
+    random wrong pixels of that frame, labelled from ``gt``. After ``max(K + 1, round(c * T))``
+    clicks for each ``c`` in ``clicks_per_frame`` the session's mask of ``frame`` is
+    propagated (``session.propagate``, the semi-supervised path: k = 5, online adaptation, recent-frame
+    references) and J is scored on every frame, the clicked one included. Clicks per frame
+    count all clicks over all frames, so the curve sits on the click robot's axis. Where the
+    frame has no wrong pixel left, later points repeat the last J (``exhausted``).
+    """
+    g = _check_gt(video, gt)
+    frame = video.check_frame(frame)
+    ids = [int(i) for i in np.unique(g[frame]) if i]
+    if not ids:
+        raise InputError(f"{sequence or 'ground truth'}: no object on frame {frame}; "
+                         "clicking one frame then propagating needs one there")
+    rng = np.random.default_rng(seed)
+    session = video.session(**(session_options or {}))
+    g0 = g[frame]
+    t_count = g.shape[0]
+    grid = np.asarray(clicks_per_frame, dtype=np.float64)
+    first = [i for i in [*ids, 0] if i or (g0 == 0).any()]
+    targets = np.maximum(len(first), np.rint(grid * t_count).astype(np.int64))
+    seconds: list[float] = []
+
+    def click(x: int, y: int, label: int) -> None:
+        t0 = time.perf_counter()
+        session.add_clicks(frame, [[x, y]], [label])
+        seconds.append(time.perf_counter() - t0)
+
+    def score() -> float:
+        if not session.mask(frame).any():  # nothing to propagate: every frame predicts background
+            return _video_j(np.zeros_like(g), g, ids)
+        return _video_j(session.propagate(frame, **(propagate_options or {})), g, ids)
+
+    for label in first:
+        y, x = np.divmod(int(np.flatnonzero(g0 == label)[rng.integers(np.count_nonzero(g0 == label))]), g0.shape[1])
+        click(int(x), int(y), label)
+    n = len(first)
+    record = {}
+    wanted = sorted(set(targets.tolist()))
+    exhausted = False
+    for want in wanted:
+        while n < want:
+            wrong = np.flatnonzero(session.mask(frame) != g0)
+            if not len(wrong):
+                exhausted = True
+                break
+            y, x = np.divmod(int(wrong[rng.integers(len(wrong))]), g0.shape[1])
+            click(int(x), int(y), int(g0[y, x]))
+            n += 1
+        record[want] = score()  # on exhaustion: the perfect frame, propagated, for this and every later point
+        if exhausted:
+            break
     last = record[max(record)]
     j = np.array([record.get(int(c), last) for c in targets])
     return ClickRun(sequence, seed, t_count, ids, grid, targets, j, seconds, exhausted)

@@ -536,6 +536,23 @@ class Session:
             out[i] = m
         return out
 
+    def propagate(self, frame: int, **options: Any) -> np.ndarray:
+        """uint8 (T, H, W): this session's mask of ``frame``, propagated through the video.
+
+        The semi-supervised path (``video.propagate``: k = 5 votes, online adaptation,
+        recent-frame references) seeded with what the user sees on ``frame``; ``options`` go to
+        it (``k``, ``upsample``, ``recent_frames``, ...). Once a frame looks right, this carries
+        it through the video the way a full mask is (docs/INTERACTIVE.md, "Few clicks, then
+        propagate", measures it against the clicks' own labels). It runs through every frame
+        (about 0.2 s each on 2 CPU cores at 480p) and leaves the session as it was: the masks
+        are returned, not stored.
+        """
+        frame = self.video.check_frame(frame)
+        mask = self.mask(frame)
+        if not mask.any():
+            raise StateError(f"frame {frame} shows no object yet; click on an object there before propagating it")
+        return self.video.propagate(mask, frame=frame, **options)
+
     def scores(self, frame: int) -> np.ndarray:
         """float32 (C, h, w) vote shares of one frame's cells, columns as ``object_columns``
         (with smoothing: each label's share of the cell's smoothing box)."""

@@ -9,6 +9,7 @@ from pml_rt.errors import InputError
 from pml_rt.robots import (
     ClickRun,
     click_robot,
+    click_then_propagate,
     davis_videos,
     format_latency,
     measure_latency,
@@ -66,6 +67,51 @@ def test_click_robot_checks_the_ground_truth(clip):
         click_robot(video, gt[:2])
     with pytest.raises(InputError, match="no object"):
         click_robot(video, np.zeros_like(gt))
+
+
+def test_click_then_propagate_clicks_one_frame_and_scores_every_frame(clip, monkeypatch):
+    video, gt = clip
+    grid = (0.5, 1.0, 2.0)
+    frames_clicked, propagated = [], []
+    real_session, real_propagate = video.session, video.propagate
+
+    def session(**kw):
+        s = real_session(**kw)
+        add = s.add_clicks
+
+        def add_clicks(frame, points, labels, **k):
+            frames_clicked.append(frame)
+            return add(frame, points, labels, **k)
+
+        s.add_clicks = add_clicks
+        return s
+
+    def propagate(mask, frame=0, **kw):
+        propagated.append(frame)
+        return real_propagate(mask, frame=frame, **kw)
+
+    monkeypatch.setattr(video, "session", session)
+    monkeypatch.setattr(video, "propagate", propagate)
+    run = click_then_propagate(video, gt, seed=2, frame=3, clicks_per_frame=grid, sequence="synth",
+                               session_options={"smoothing": None})
+    assert set(frames_clicked) == {3}  # every click on the one frame
+    assert run.clicks.tolist() == [4, 6, 12] and run.objects == [1, 2, 3]
+    assert set(propagated) == {3} and 1 <= len(propagated) <= 3  # one propagation per recorded point
+    assert np.all((run.j >= 0) & (run.j <= 1)) and run.j[-1] > 0.5
+    again = click_then_propagate(video, gt, seed=2, frame=3, clicks_per_frame=grid, sequence="synth",
+                                 session_options={"smoothing": None})
+    assert np.array_equal(again.j, run.j)
+
+
+def test_click_then_propagate_scores_the_propagated_masks_against_the_truth():
+    video, gt = synthetic_video(3, (32, 32), 1, seed=0, square=16)
+    full = np.ones((3, 32, 32), np.uint8)  # all object: the first click makes the frame perfect
+    run = click_then_propagate(video, full, clicks_per_frame=(1.0, 4.0))
+    assert run.exhausted and run.j.tolist() == [1.0, 1.0]
+    with pytest.raises(InputError, match="no object on frame 1"):
+        click_then_propagate(video, np.zeros_like(gt), frame=1)
+    with pytest.raises(InputError, match="out of range"):
+        click_then_propagate(video, gt, frame=7)
 
 
 def test_skeleton_path_runs_inside_the_region():

@@ -393,3 +393,39 @@ def test_smoothing_removes_a_lone_wrong_cell_but_keeps_a_small_object(clip):
     want[:, 1:3, 1:3] = 1
     assert np.array_equal(s.cell_labels(), want)
     assert np.array_equal(box_majority(raw, (3, 3, 3)).reshape(raw.shape), want)
+
+
+def test_propagate_hands_the_shown_mask_of_a_frame_to_the_semi_supervised_path(clip, monkeypatch):
+    video, gt = clip
+    s = video.session()
+    with pytest.raises(StateError):
+        s.propagate(1)  # nothing annotated yet
+    s.add_clicks(1, [centre(gt, 1, 1), [2, 2]], [1, 0])
+    before = s.masks()
+    seen = {}
+    real = video.propagate
+
+    def spy(mask, frame=0, **kw):
+        seen.update(mask=mask.copy(), frame=frame, **kw)
+        return real(mask, frame=frame, **kw)
+
+    monkeypatch.setattr(video, "propagate", spy)
+    out = s.propagate(1, upsample="bilinear")
+    assert seen["frame"] == 1 and seen["upsample"] == "bilinear"
+    np.testing.assert_array_equal(seen["mask"], before[1])  # what the user sees on that frame
+    assert out.shape == gt.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[1], before[1])  # the annotated frame comes back as given
+    for t in range(len(gt)):  # object 1 followed to every frame
+        x, y = centre(gt, t, 1)
+        assert out[t, y, x] == 1
+    np.testing.assert_array_equal(s.masks(), before)  # the session is left as it was
+    with pytest.raises(InputError, match="out of range"):
+        s.propagate(9)
+
+
+def test_propagate_needs_an_object_on_the_frame(clip):
+    video, _ = clip
+    s = video.session()
+    s.add_clicks(0, [[2, 2]], [0])
+    with pytest.raises(StateError, match="shows no object"):
+        s.propagate(0)
