@@ -703,3 +703,78 @@ def test_cli_model_option_reaches_the_annotator(monkeypatch, tmp_path):
     args.model = "no-such-model"
     with pytest.raises(InputError, match="valid models"):
         web_server.cli_main(args)
+
+
+# --- propagate: the frame on screen carried through the video --------------------------------
+
+def test_propagate_shows_and_exports_the_propagated_masks_until_the_next_change(client, annotator, monkeypatch):
+    assert_error(client.post("/api/propagate", json={"frame": 0}), 409, "click on an object first")
+    assert click(client, frame=1, points=((20, 20),), labels=(1,)).status_code == 200
+    shown = annotator._session_mask(1).copy()
+    calls = []
+    fake = np.zeros((T, H, W), np.uint8)
+    fake[:, 30:40, 40:50] = 1  # distinguishable from the fake session's 5x5 boxes
+
+    def propagate(mask, frame=0, **kw):
+        calls.append((mask.copy(), frame))
+        return fake
+
+    monkeypatch.setattr(annotator.video, "propagate", propagate)
+    version = client.get("/api/state").json()["version"]
+    r = client.post("/api/propagate", json={"frame": 1})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["frame"] == 1 and body["state"]["propagated_from"] == 1 and body["version"] > version
+    np.testing.assert_array_equal(calls[0][0], shown)  # the mask the page showed on that frame
+    assert calls[0][1] == 1
+    for t in (0, 3, 5):  # every frame now shows the propagated masks
+        np.testing.assert_array_equal(png_ids(client.get(f"/api/mask/{t}").content), fake[t])
+    exp = client.post("/api/export", json={}).json()
+    written = read_mask(Path(exp["folder"]) / "masks" / f"{annotator.source.frame_names[4]}.png")
+    np.testing.assert_array_equal(written, fake[4])
+    # a click ends the propagated view; undo brings it back; undo again takes it away
+    assert click(client, frame=2, points=((10, 10),), labels=(0,)).status_code == 200
+    assert client.get("/api/state").json()["propagated_from"] is None
+    assert not np.array_equal(png_ids(client.get("/api/mask/4").content), fake[4])
+    assert client.post("/api/undo").json()["state"]["propagated_from"] == 1
+    np.testing.assert_array_equal(png_ids(client.get("/api/mask/4").content), fake[4])
+    assert client.post("/api/undo").json()["state"]["propagated_from"] is None
+    np.testing.assert_array_equal(png_ids(client.get("/api/mask/1").content), shown)
+
+
+def test_propagate_checks_its_frame_and_what_the_frame_shows(client, annotator, monkeypatch):
+    assert click(client, frame=0, points=((20, 20),), labels=(0,)).status_code == 200  # background only
+    assert_error(client.post("/api/propagate", json={"frame": 0}), 409, "click on an object first")
+    assert click(client, frame=0, points=((30, 30),), labels=(1,)).status_code == 200
+    monkeypatch.setattr(annotator.session, "mask", lambda frame: np.zeros((H, W), np.uint8))
+    assert_error(client.post("/api/propagate", json={"frame": 2}), 409, "frame 3 shows no object")
+    assert_error(client.post("/api/propagate", json={"frame": T}), 400, "frame")
+    assert_error(client.post("/api/propagate", json={}), 400, "frame")
+
+
+def test_an_annotation_made_while_propagating_wins(client, annotator, monkeypatch):
+    assert click(client, frame=0, points=((20, 20),), labels=(1,)).status_code == 200
+
+    def propagate(mask, frame=0, **kw):
+        annotator.add_clicks(3, [[5, 5]], [0])  # the user clicks while the propagation runs
+        return np.ones((T, H, W), np.uint8)
+
+    monkeypatch.setattr(annotator.video, "propagate", propagate)
+    assert_error(client.post("/api/propagate", json={"frame": 0}), 409, "press Propagate again")
+    st = client.get("/api/state").json()
+    assert st["propagated_from"] is None and st["propagating"] is False
+
+
+def test_propagate_with_the_real_session_and_propagation(segmenter, tmp_path):
+    a = Annotator(make_clip(), tmp_path / "out", segmenter=segmenter)
+    a.start()
+    assert a.wait_ready(60), a.error
+    try:
+        a.add_clicks(0, [[16, 20]], [1])
+        res = a.propagate(0)
+        assert res["frame"] == 0 and a.propagated_from == 0
+        expected = a.video.propagate(a.session.mask(0), frame=0)
+        for t in range(T):
+            np.testing.assert_array_equal(a._session_mask(t), expected[t])
+    finally:
+        a.close()

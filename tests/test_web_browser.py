@@ -197,6 +197,17 @@ def test_click_follow_export_in_chromium(browser, segmenter, tmp_path):
         page.locator("#objects li[data-id='2'] button.delete").click()
         wait_js(page, "document.querySelectorAll('#objects li').length === 1")
 
+        # Propagate: the frame on screen carried through the video; the page says so; undo ends it
+        page.locator("#propagate").click()
+        wait_js(page, "document.getElementById('propagate-note').textContent.includes('propagated')", timeout=120)
+        st = page.evaluate("() => fetch('/api/state').then(r => r.json())")
+        assert st["propagated_from"] == T - 2 and not st["propagating"]
+        assert page.locator("#propagate").is_enabled()
+        wait_js(page, f"pml.drawn.version === {st['version']}")
+        assert page.evaluate(f"() => pml.maskPixel({square_x(T - 2) + SQUARE // 2}, {cy})") == OBJECT_1
+        page.locator("#undo").click()
+        wait_js(page, "document.getElementById('propagate-note').textContent === ''")
+
         # overlay opacity
         page.locator("#opacity").fill("0.3")
         assert page.evaluate("() => getComputedStyle(document.querySelector('#mask-canvas')).opacity") == "0.3"

@@ -21,6 +21,7 @@ rebinds its DNS name to 127.0.0.1 cannot read the video through the user's brows
     POST /api/scribble           {frame, path, label}    -> the frame's mask as PNG
     POST /api/objects            {name?}            PATCH/DELETE /api/objects/{id}
     POST /api/undo               POST /api/export {overlay, alpha}   GET /api/download/{name}
+    POST /api/propagate          {frame}: the mask shown on frame, carried through the video (seconds)
 """
 
 from __future__ import annotations
@@ -351,6 +352,11 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
         await run_in_threadpool(annotator.undo)
         return JSONResponse({"state": await _state()})
 
+    async def propagate(request: Request) -> Response:
+        data = await _json_object(request)
+        result = await run_in_threadpool(annotator.propagate, _field(data, "frame"))
+        return JSONResponse({**result, "state": await _state()})
+
     async def export(request: Request) -> Response:
         data = await _json_object(request)
         overlay = _field(data, "overlay", False)
@@ -385,6 +391,7 @@ def create_app(annotator: Annotator, *, allowed_hosts: frozenset[str] | None = L
         Route("/api/objects", new_object, methods=["POST"]),
         Route("/api/objects/{obj_id}", change_object, methods=["PATCH", "DELETE"]),
         Route("/api/undo", undo, methods=["POST"]),
+        Route("/api/propagate", propagate, methods=["POST"]),
         Route("/api/export", export, methods=["POST"]),
         Route("/api/download/{name}", download, methods=["GET"]),
     ]

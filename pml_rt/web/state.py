@@ -148,6 +148,8 @@ class _Snapshot:
     annotated: frozenset[int]  # ids the session knew before the step
     has_background: bool  # whether the session held a background reference before the step
     session_steps: int  # session calls the step made (undo calls session.undo() as often)
+    propagated: Any = None  # the propagated view before the step (None: the session's own masks)
+    propagated_from: int | None = None
 
 
 @dataclass
@@ -232,6 +234,12 @@ class Annotator:
         self._empty_png: bytes | None = None
         self._thumbs: tuple[tuple, int, bytes] | None = None  # ((version, frames), stride, PNG)
         self.settle_seconds: float | None = None  # how long the last annotation's other frames took
+        # "Propagate": the frame on screen carried through the video by the semi-supervised path.
+        # Its masks replace the session's on every frame until the next change of annotations.
+        self._propagated: np.ndarray | None = None  # uint8 (T, H, W)
+        self.propagated_from: int | None = None
+        self.propagating = False
+        self.propagate_seconds: float | None = None
 
     # -- background embedding -----------------------------------------------------------
     def start(self) -> "Annotator":
@@ -334,6 +342,9 @@ class Annotator:
                 "auto_background": self.auto_background,
                 "embed_seconds": self.embed_seconds,
                 "settle_seconds": self.settle_seconds,
+                "propagated_from": self.propagated_from,
+                "propagating": self.propagating,
+                "propagate_seconds": self.propagate_seconds,
             }
 
     def mask_png(self, frame: int) -> MaskResult:
@@ -369,7 +380,8 @@ class Annotator:
         h, w = (-(-n // stride) for n in self.frame_size)
         if not self._annotated:
             return np.zeros((len(frames), h, w), np.uint8)
-        get = getattr(self.session, "cell_labels", None)  # pml_rt.session.Session has it
+        # pml_rt.session.Session has it; a propagated view is read at the cell centres below
+        get = None if self._propagated is not None else getattr(self.session, "cell_labels", None)
         if get is not None:
             try:
                 cells = np.asarray(get())
@@ -402,6 +414,8 @@ class Annotator:
         return MaskResult(frame, self.version, png, timings)
 
     def _session_mask(self, frame: int) -> np.ndarray:
+        if self._propagated is not None:
+            return self._propagated[frame]
         try:
             mask = np.asarray(self.session.mask(frame))
         except StateError:  # e.g. only background clicks so far
@@ -444,7 +458,8 @@ class Annotator:
 
     def _snapshot(self, session_steps: int) -> _Snapshot:
         return _Snapshot([WebObject(o.id, o.name) for o in self.objects], list(self.annotations),
-                         frozenset(self._annotated), self._has_background, session_steps)
+                         frozenset(self._annotated), self._has_background, session_steps,
+                         self._propagated, self.propagated_from)
 
     def _defer(self) -> dict[str, bool]:
         """``defer=True`` where the session can bring the annotated frame up to date first
@@ -464,6 +479,11 @@ class Annotator:
             return self.settle_seconds
 
     def _changed(self) -> None:
+        """The annotations changed: the session's masks are shown again (a propagated view ends)."""
+        self._propagated, self.propagated_from = None, None
+        self._bump()
+
+    def _bump(self) -> None:
         self.version += 1
         self._mask_cache.clear()
 
@@ -621,12 +641,55 @@ class Annotator:
                 self._require_ready()
                 for _ in range(snap.session_steps):
                     self.session.undo()
-                self._changed()
+            changed = bool(snap.session_steps) or snap.propagated is not self._propagated
             self._history.pop()
             self.objects = snap.objects
             self.annotations = snap.annotations
             self._annotated = set(snap.annotated)
             self._has_background = snap.has_background
+            self._propagated, self.propagated_from = snap.propagated, snap.propagated_from
+            if changed:
+                self._bump()
+
+    # -- propagate -----------------------------------------------------------------------
+    def propagate(self, frame: Any) -> dict:
+        """Carry the mask shown on ``frame`` through the video with the semi-supervised path
+        (``EmbeddedVideo.propagate``); the result is shown on every frame, and exported, until
+        the next annotation change; undo takes it back. Seconds per frame of the video, so it
+        runs without holding the lock: the page keeps answering, and an annotation made
+        meanwhile wins (this then raises StateError: press Propagate again).
+        """
+        frame = self.check_frame(frame)
+        with self._lock:
+            self._require_ready()
+            if self.propagating:
+                raise StateError("a propagation is already running; wait for it to finish")
+            if not self._annotated:
+                raise StateError("nothing to propagate yet: click on an object first")
+            mask = np.array(self._session_mask(frame))
+            if not mask.any():
+                raise StateError(f"frame {frame + 1} shows no object; click on one there before propagating it")
+            version = self.version
+            video = self.video
+            self.propagating = True
+        try:
+            t0 = time.perf_counter()
+            masks = np.asarray(video.propagate(mask, frame=frame), dtype=np.uint8)
+            seconds = time.perf_counter() - t0
+        finally:
+            with self._lock:
+                self.propagating = False
+        if masks.shape != (self.num_frames, *self.frame_size):
+            raise StateError(f"propagation gave masks of shape {masks.shape}; expected "
+                             f"{(self.num_frames, *self.frame_size)}")
+        with self._lock:
+            if self.version != version:
+                raise StateError("the masks changed while propagating; press Propagate again")
+            self._history.append(self._snapshot(0))
+            self._propagated, self.propagated_from = masks, frame
+            self.propagate_seconds = seconds
+            self._bump()
+            return {"frame": frame, "seconds": seconds, "version": self.version}
 
     # -- export --------------------------------------------------------------------------
     def export(self, overlay: bool = False, alpha: float = 0.5) -> dict:
@@ -643,7 +706,8 @@ class Annotator:
             self._require_ready()
             if not self._annotated:
                 raise StateError("nothing to export yet: click on an object first")
-            masks = np.asarray(self.session.masks(), dtype=np.uint8)
+            shown = self._propagated if self._propagated is not None else self.session.masks()
+            masks = np.asarray(shown, dtype=np.uint8)
             names = list(self.source.frame_names)
         if masks.shape != (self.num_frames, *self.frame_size):
             raise StateError(f"the session gave masks of shape {masks.shape}; expected "

@@ -157,6 +157,10 @@
     renderTimeline();
     drawMarkers();
     $("undo").disabled = !st.can_undo;
+    $("propagate").disabled = !!st.propagating || st.status !== "ready";
+    $("propagate-note").textContent = st.propagating ? "propagating…" :
+      (st.propagated_from === null || st.propagated_from === undefined ? "" :
+        `showing frame ${st.propagated_from + 1} propagated; the next click returns to the clicks' own masks`);
   }
 
   async function refreshState() {
@@ -482,6 +486,21 @@
     } catch (e) { fail(e); }
   }
 
+  async function propagate() {
+    const frame = S.frame;
+    $("propagate").disabled = true;
+    say(`propagating frame ${frame + 1} through the video…`);
+    try {
+      const j = await (await api("POST", "/api/propagate", { frame })).json();
+      applyState(j.state);
+      afterChange();
+      say(`frame ${frame + 1} propagated in ${j.seconds.toFixed(1)} s`);
+    } catch (e) {
+      fail(e);
+      refreshState().catch(() => {});
+    }
+  }
+
   function afterChange() {  // the masks may have changed: redraw the frame on screen
     if (pml.drawn.version !== S.version) refreshMask();
     refreshStrip();
@@ -682,6 +701,7 @@
     else if (e.key === " ") togglePlay();
     else if ((e.key === "z" || e.key === "Z") && !e.altKey) undo();
     else if (e.key === "n" && !e.ctrlKey && !e.metaKey) addObject();
+    else if (e.key === "p" && !e.ctrlKey && !e.metaKey) propagate();
     else if (/^[1-9]$/.test(e.key) && S.state.objects[Number(e.key) - 1]) selectObject(S.state.objects[Number(e.key) - 1].id);
     else handled = false;
     if (handled) {
@@ -706,6 +726,7 @@
   $("play").addEventListener("click", togglePlay);
   $("add-object").addEventListener("click", addObject);
   $("undo").addEventListener("click", undo);
+  $("propagate").addEventListener("click", propagate);
   $("export").addEventListener("click", exportMasks);
   $("import-mask").addEventListener("change", (e) => importMask(e.target.files[0]));
   $("opacity").addEventListener("input", (e) => { maskCanvas.style.opacity = e.target.value; drawStrip(); });
