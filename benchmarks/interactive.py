@@ -120,21 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     frames = 0
     for seq, video, gt in _videos(args):
         frames += len(gt)
-        if "clicks" in robots:
+        # (robot name, function, where its runs go, what the progress line calls it)
+        for name, robot, runs, label in (("clicks", click_robot, click_runs, ""),
+                                          ("propagate", click_then_propagate, propagate_runs,
+                                           ", clicks on frame 0 then propagate")):
+            if name not in robots:
+                continue
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
-                run = click_robot(video, gt, seed=seed, sequence=seq, session_options=opts)
-                click_runs.append(run)
-                print(f"{seq} seed {seed}: J " + " ".join(f"{j:.3f}" for j in run.j)
+                run = robot(video, gt, seed=seed, sequence=seq, session_options=opts)
+                runs.append(run)
+                print(f"{seq} seed {seed}{label}: J " + " ".join(f"{j:.3f}" for j in run.j)
                       + f"  ({time.perf_counter() - t0:.0f} s, {1000 * np.median(run.click_seconds):.0f} ms/click)",
                       flush=True)
-        if "propagate" in robots:
-            for seed in range(args.seeds):
-                t0 = time.perf_counter()
-                run = click_then_propagate(video, gt, seed=seed, sequence=seq, session_options=opts)
-                propagate_runs.append(run)
-                print(f"{seq} seed {seed}, clicks on frame 0 then propagate: J " + " ".join(f"{j:.3f}" for j in run.j)
-                      + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
         if "scribbles" in robots:
             initial = Path(args.scribbles) / seq / "001.json"
             run = scribble_robot(video, gt, rounds=args.rounds, sequence=seq, session_options=opts,
