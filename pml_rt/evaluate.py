@@ -36,19 +36,8 @@ def evaluate_configs(segmenter: Segmenter, root: str | os.PathLike, configs: dic
     seqs = ds.sequences(split=split, sequences_file=sequences_file)
     results: dict[str, dict[str, Any]] = {name: {} for name in configs}
     times = {"embed": 0.0, **{f"propagate:{name}": 0.0 for name in configs}, "frames": 0}
-    seq_iter = seqs
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        seq_iter = tqdm(seqs, desc="sequences", unit="seq")
-    for seq in seq_iter:
-        frames = ds.frames(seq, max_frames=max_frames)
-        gt = ds.annotations(seq, max_frames=max_frames)
+    for seq, frames, gt, video in _embedded_sequences(segmenter, ds, seqs, max_frames, times, progress):
         names = [p.stem for p in ds.frame_paths(seq)][: len(frames)]
-        t0 = time.perf_counter()
-        video = segmenter.embed(ArraySource(frames), progress=False)
-        times["embed"] += time.perf_counter() - t0
-        times["frames"] += len(frames)
         # Settings that differ only in the upsampler share one propagation.
         groups: dict[str, list[str]] = {}
         for name, opts in configs.items():
@@ -71,6 +60,25 @@ def evaluate_configs(segmenter: Segmenter, root: str | os.PathLike, configs: dic
                         for n, m in zip(names, pred):
                             write_palette_png(Path(tmp) / f"{n}.png", m)
     return {"configs": {name: summarize(r) for name, r in results.items()}, "timing": times, "sequences": seqs}
+
+
+def _embedded_sequences(segmenter: Segmenter, ds: DavisDataset, seqs: list[str], max_frames: int | None,
+                        times: dict[str, Any], progress: bool) -> Any:
+    """Yield ``(seq, frames, gt, video)`` for each sequence, embedded once; adds the embed time
+    and the frame count to ``times``."""
+    it = seqs
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        it = tqdm(seqs, desc="sequences", unit="seq")
+    for seq in it:
+        frames = ds.frames(seq, max_frames=max_frames)
+        gt = ds.annotations(seq, max_frames=max_frames)
+        t0 = time.perf_counter()
+        video = segmenter.embed(ArraySource(frames), progress=False)
+        times["embed"] += time.perf_counter() - t0
+        times["frames"] += len(frames)
+        yield seq, frames, gt, video
 
 
 def _propagation_config(opts: dict[str, Any]) -> PropagationConfig:
@@ -118,6 +126,38 @@ def evaluate_davis(segmenter: Segmenter, root: str | os.PathLike, *, out_dir: st
     opts = {"k": k, "online_adaptation": online_adaptation, "upsample": upsample, **(propagate_options or {})}
     return evaluate_configs(segmenter, root, {"pml-rt": opts}, split=split, sequences_file=sequences_file,
                             max_frames=max_frames, out_dir=out_dir, progress=progress)
+
+
+def spread_frames(n: int, count: int) -> list[int]:
+    """``count`` frame indices spread evenly over ``n`` frames, starting at 0 (2 of 50: 0, 25)."""
+    if not 1 <= count <= n:
+        raise ValueError(f"count must lie in 1..{n}, got {count}")
+    return sorted({int(i * n // count) for i in range(count)})
+
+
+def evaluate_keyframes(segmenter: Segmenter, root: str | os.PathLike, counts: tuple[int, ...] = (1, 2, 3), *,
+                       split: str | None = None, max_frames: int | None = None, upsample: str = DEFAULT_METHOD,
+                       progress: bool = True) -> dict[str, Any]:
+    """J and F when the ground truth of ``count`` frames spread over each sequence is given
+    (``EmbeddedVideo.propagate_keyframes``), for each count side by side on one embedding.
+
+    Every count is scored on the same frames: those no count annotates, without the last
+    (as the semi-supervised protocol skips it). Report shaped like :func:`evaluate_configs`.
+    """
+    ds = DavisDataset(root)
+    seqs = ds.sequences(split=split)
+    names = {c: f"{c} annotated frame{'s' if c > 1 else ''}" for c in counts}
+    results: dict[str, dict[str, Any]] = {n: {} for n in names.values()}
+    times = {"embed": 0.0, **{f"propagate:{n}": 0.0 for n in names.values()}, "frames": 0}
+    for seq, _, gt, video in _embedded_sequences(segmenter, ds, seqs, max_frames, times, progress):
+        given = {c: spread_frames(len(gt), c) for c in counts}
+        keep = sorted(set(range(len(gt) - 1)) - {f for fs in given.values() for f in fs})
+        for c, name in names.items():
+            t0 = time.perf_counter()
+            pred = video.propagate_keyframes({f: gt[f] for f in given[c]}, upsample=upsample)
+            times[f"propagate:{name}"] += time.perf_counter() - t0
+            results[name][seq] = evaluate_sequence(pred[keep], gt[keep], skip_first_last=False)
+    return {"configs": {n: summarize(r) for n, r in results.items()}, "timing": times, "sequences": seqs}
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -186,3 +186,35 @@ def propagate_scores(emb: Any, ref_frame: int, ref_labels: Any, num_labels: int,
     n = emb.shape[0]
     yield from _pass(emb, range(ref_frame + 1, n), ref_frame, ref_labels, num_labels, cfg, xp)
     yield from _pass(emb, range(ref_frame - 1, -1, -1), ref_frame, ref_labels, num_labels, cfg, xp)
+
+
+def keyframe_scores(emb: Any, keyframes: dict[int, Any], num_labels: int,
+                    cfg: PropagationConfig = PropagationConfig(), xp: Any = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(t, scores)`` for every frame that is not a keyframe, from labels on several frames.
+
+    keyframes: {frame: int (h, w) label columns}. Each keyframe propagates as in
+    :func:`propagate_scores`, forward up to the next keyframe and backward down to the
+    previous one. Frames before the first keyframe or after the last get that one pass; a
+    frame t between keyframes a < t < b blends the two passes' vote shares,
+    ``(b - t) / (b - a) * forward_from_a + (t - a) / (b - a) * backward_from_b``, so a
+    correction on a later frame takes over gradually. With one keyframe this is
+    :func:`propagate_scores`. Keeps one stretch's forward scores (float16) until its backward
+    pass arrives; frames between keyframes cost two searches.
+    """
+    cfg.validate()
+    if not keyframes:
+        raise ValueError("keyframes must hold at least one {frame: labels} entry")
+    xp = xp or get_xp(emb)
+    n = emb.shape[0]
+    keys = sorted(int(f) for f in keyframes)
+    labels = {f: to_device(keyframes[f], xp) for f in keys}
+    # after the last keyframe and before the first: one pass each (forward first, as propagate_scores)
+    yield from _pass(emb, range(keys[-1] + 1, n), keys[-1], labels[keys[-1]], num_labels, cfg, xp)
+    yield from _pass(emb, range(keys[0] - 1, -1, -1), keys[0], labels[keys[0]], num_labels, cfg, xp)
+    for a, b in zip(keys[:-1], keys[1:]):
+        if b - a < 2:
+            continue
+        forward = {t: s.astype(xp.float16) for t, s in _pass(emb, range(a + 1, b), a, labels[a], num_labels, cfg, xp)}
+        for t, back in _pass(emb, range(b - 1, a, -1), b, labels[b], num_labels, cfg, xp):
+            w = (b - t) / (b - a)
+            yield t, (w * forward.pop(t).astype(xp.float32) + (1 - w) * back).astype(xp.float32)

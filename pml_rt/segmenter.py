@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .backends import create_backend
 from .backends.base import Backend
 from .errors import InputError
 from .io import VideoSource, open_video, read_mask
-from .propagate import PropagationConfig, propagate_scores
+from .propagate import PropagationConfig, keyframe_scores, propagate_scores
 from .registry import DEFAULT_MODEL, INPUT_SCALES, ModelConfig, get_model_config
 from .upsample import DEFAULT_METHOD, check_method, needs_guide, upsample_labels
 from .xp import get_xp, to_device, to_host
@@ -390,6 +390,43 @@ class EmbeddedVideo:
         check_method(upsample)
         cfg = _config(k, online_adaptation, recent_frames, window, weighting)
         user_mask, objects, ref = self.prepare_annotation(mask, frame)
+        yield from self._masks_from(lambda emb, xp: propagate_scores(emb, frame, ref, objects.num_labels, cfg, xp=xp),
+                                    {frame: user_mask}, objects, upsample, progress)
+
+    def propagate_keyframes(self, masks: Mapping[int, Any], k: int = 5, online_adaptation: bool = True, *,
+                            upsample: str = DEFAULT_METHOD, recent_frames: int | None = None,
+                            window: int | None = None, weighting: str | None = None,
+                            progress: bool = False) -> np.ndarray:
+        """Segment every frame from masks on several frames: ``masks`` = {frame: mask}.
+
+        Each mask propagates as in :meth:`propagate`, forward up to the next annotated frame
+        and backward down to the previous one; a frame between two annotated frames blends
+        the two, weighted by how near each is (:func:`pml_rt.propagate.keyframe_scores`), so a
+        mask drawn to correct a later frame takes over gradually. Object ids may differ
+        between the masks (an object may appear on a later one only). Annotated frames are
+        returned as given; with one entry this equals ``propagate(mask, frame)``. Frames
+        between two annotated frames cost two searches. Returns uint8 (T, H, W).
+        """
+        if not isinstance(masks, Mapping) or not masks:
+            raise InputError("masks must be a non-empty mapping {frame index: mask}")
+        check_method(upsample)
+        cfg = _config(k, online_adaptation, recent_frames, window, weighting)
+        user = {self.check_frame(f): self.load_mask(m, int(f)) for f, m in masks.items()}
+        objects = ObjectMap()
+        for f in sorted(user):
+            objects.columns_of(user[f])  # every id of every mask, before any label map is made
+        refs = {f: cell_labels(objects.columns_of(m), objects.num_labels, self.config.stride) for f, m in user.items()}
+        out = np.empty((self.num_frames, *self.frame_size), dtype=np.uint8)
+        for t, m in self._masks_from(lambda emb, xp: keyframe_scores(emb, refs, objects.num_labels, cfg, xp=xp),
+                                     user, objects, upsample, progress):
+            out[t] = m
+        return out
+
+    def _masks_from(self, search: Callable[[Any, Any], Iterator[tuple[int, Any]]], given: dict[int, np.ndarray],
+                    objects: ObjectMap, upsample: str, progress: bool) -> Iterator[tuple[int, np.ndarray]]:
+        """Run ``search(embeddings, xp)`` (yields ``(t, scores (C, h, w))`` for every frame not
+        in ``given``), then yield every frame's mask in order 0..T-1: ``given`` ones as they are,
+        the others upsampled from their scores."""
         # Labels at stride 8 are cheap to keep for every frame (on disk where they would
         # take more than SCORE_SPILL_BYTES); upsampling then streams the frames in order, so a
         # video file is decoded once more, front to back. A memory-mapped video is read one
@@ -405,15 +442,14 @@ class EmbeddedVideo:
         scores: Any = _DeviceScores() if on_device else SpillStore(
             n, (c, h, w), np.float16, on_disk=n * c * h * w * 2 > SCORE_SPILL_BYTES)
         try:
-            it = propagate_scores(emb, frame, ref, c, cfg, xp=xp)
-            for t, s in _progress(it, self.num_frames - 1, "propagate", progress):
+            for t, s in _progress(search(emb, xp), self.num_frames - len(given), "propagate", progress):
                 scores[t] = s.astype(xp.float16)
             lut = to_device(objects.lut(), xp)
             frames = iter(self.source) if needs_guide(upsample) else None
             for t in range(self.num_frames):
                 guide = next(frames) if frames is not None else None
-                if t == frame:
-                    yield t, user_mask
+                if t in given:
+                    yield t, given[t]
                     continue
                 labels = upsample_labels(scores.pop(t).astype(xp.float32), self.frame_size, upsample,
                                          None if guide is None else to_device(guide, xp), stride=self.config.stride)

@@ -7,7 +7,7 @@ import pytest
 
 from pml_rt.annotations import ObjectMap, cell_labels, cell_shares
 from pml_rt.errors import InputError
-from pml_rt.propagate import PropagationConfig, propagate_scores, reference_pool
+from pml_rt.propagate import PropagationConfig, keyframe_scores, propagate_scores, reference_pool
 
 
 def _embeddings(xp, labels: np.ndarray, noise: float = 0.05, seed: int = 0):
@@ -106,3 +106,83 @@ def test_the_evaluation_protocol_segments_from_the_first_mask():
     assert (pred == full).mean() > 0.97  # bilinear only blurs the corners of the squares
     with pytest.raises(ValueError, match="guide"):
         masks_from_scores(scores, lut, full[0], "bilateral-solver")
+
+
+def _host(xp, a) -> np.ndarray:
+    return np.asarray(a.tolist(), dtype=np.float32)
+
+
+def test_one_keyframe_is_plain_propagation(xp):
+    truth = _moving_labels()
+    emb = _embeddings(xp, truth)
+    ref = xp.asarray(truth[2].astype(np.int32))
+    plain = {t: _host(xp, s) for t, s in propagate_scores(emb, 2, ref, 3, xp=xp)}
+    keyed = {t: _host(xp, s) for t, s in keyframe_scores(emb, {2: ref}, 3, xp=xp)}
+    assert sorted(keyed) == sorted(plain) == [0, 1, 3, 4, 5]
+    for t in plain:
+        np.testing.assert_array_equal(keyed[t], plain[t])
+
+
+def test_frames_between_keyframes_blend_both_passes_by_distance(xp):
+    truth = _moving_labels(t=8)
+    emb = _embeddings(xp, truth, noise=0.3)
+    a, b = 1, 6
+    refs = {a: xp.asarray(truth[a].astype(np.int32)), b: xp.asarray(truth[b].astype(np.int32))}
+    from_a = {t: _host(xp, s) for t, s in propagate_scores(emb, a, refs[a], 3, xp=xp)}  # its forward part
+    from_b = {t: _host(xp, s) for t, s in propagate_scores(emb, b, refs[b], 3, xp=xp)}  # its backward part
+    got = {t: _host(xp, s) for t, s in keyframe_scores(emb, refs, 3, xp=xp)}
+    assert sorted(got) == [0, 2, 3, 4, 5, 7]  # every frame but the keyframes, once
+    np.testing.assert_array_equal(got[0], from_a[0])  # before the first keyframe: its backward pass
+    np.testing.assert_array_equal(got[7], from_b[7])  # after the last: its forward pass
+    for t in range(a + 1, b):
+        w = (b - t) / (b - a)
+        fwd = from_a[t].astype(np.float16).astype(np.float32)  # kept as float16 until the blend
+        np.testing.assert_allclose(got[t], w * fwd + (1 - w) * from_b[t], atol=1e-6)
+    with pytest.raises(ValueError):
+        list(keyframe_scores(emb, {}, 3, xp=xp))
+
+
+def test_spread_frames_start_at_zero_and_stay_distinct():
+    from pml_rt.evaluate import spread_frames
+
+    assert spread_frames(50, 1) == [0]
+    assert spread_frames(50, 2) == [0, 25]
+    assert spread_frames(10, 3) == [0, 3, 6]
+    assert spread_frames(3, 3) == [0, 1, 2]
+    for bad in (0, 4):
+        with pytest.raises(ValueError):
+            spread_frames(3, bad)
+
+
+def test_keyframe_evaluation_scores_every_count_on_the_same_frames(segmenter, tmp_path, monkeypatch):
+    """evaluate_keyframes on a tiny DAVIS-format root: the frames scored exclude every
+    count's annotated frames and the last one."""
+    from PIL import Image
+
+    import pml_rt.evaluate as ev
+
+    from .conftest import make_tiny_clip
+
+    clip, truth = make_tiny_clip(frames=7, h=48, w=64)
+    root = tmp_path / "davis"
+    for sub in ("JPEGImages/480p/toy", "Annotations/480p/toy", "ImageSets/2016"):
+        (root / sub).mkdir(parents=True)
+    for t in range(len(clip)):
+        Image.fromarray(clip[t]).save(root / "JPEGImages/480p/toy" / f"{t:05d}.jpg", quality=95)
+        Image.fromarray(truth[t]).save(root / "Annotations/480p/toy" / f"{t:05d}.png")
+    (root / "ImageSets/2016/val.txt").write_text("toy\n")
+    scored = []
+    real = ev.evaluate_sequence
+
+    def spy(pred, gt, **kw):
+        scored.append(gt.copy())
+        return real(pred, gt, **kw)
+
+    monkeypatch.setattr(ev, "evaluate_sequence", spy)
+    report = ev.evaluate_keyframes(segmenter, root, (1, 2, 3), split="val", progress=False)
+    assert list(report["configs"]) == ["1 annotated frame", "2 annotated frames", "3 annotated frames"]
+    # 7 frames: the counts annotate {0}, {0, 3}, {0, 2, 4}; the last (6) is skipped: 1 and 5 are scored
+    assert len(scored) == 3
+    for gt in scored:
+        np.testing.assert_array_equal(gt, truth[[1, 5]])
+    assert all(0 <= c["J&F-Mean"] <= 1 for c in report["configs"].values())

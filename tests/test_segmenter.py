@@ -39,6 +39,38 @@ def test_propagate_keeps_user_ids(segmenter):
     assert set(np.unique(masks)) <= {0, 7, 42} and 42 in masks[1] and 7 in masks[1]
 
 
+def test_propagate_keyframes_one_entry_is_propagate(segmenter):
+    clip, truth = make_tiny_clip(frames=5, h=64, w=96)
+    v = segmenter.embed(clip, progress=False)
+    np.testing.assert_array_equal(v.propagate_keyframes({2: truth[2]}), v.propagate(truth[2], frame=2))
+
+
+def test_propagate_keyframes_takes_objects_from_every_mask(segmenter):
+    clip, truth = make_tiny_clip(frames=6, h=64, w=96)
+    v = segmenter.embed(clip, progress=False)
+    first = np.where(truth[0] == 1, 1, 0).astype(np.uint8)  # object 1 only
+    later = np.where(truth[4] == 2, 9, truth[4]).astype(np.uint8)  # object 2 first named here, as id 9
+    masks = v.propagate_keyframes({0: first, np.int64(4): later})
+    assert masks.shape == truth.shape and masks.dtype == np.uint8
+    assert (masks[0] == first).all() and (masks[4] == later).all()  # annotated frames as given
+    assert set(np.unique(masks)) <= {0, 1, 9}
+    assert 9 in masks[5] and 9 in masks[3]  # the later object, after and before its mask
+    assert np.asarray(jaccard(masks[1:4] == 1, truth[1:4] == 1)).mean() > 0.5
+
+
+def test_propagate_keyframes_checks_its_input(segmenter, tiny_clip):
+    clip, truth = tiny_clip
+    v = segmenter.embed(clip, progress=False)
+    with pytest.raises(InputError, match="non-empty mapping"):
+        v.propagate_keyframes({})
+    with pytest.raises(InputError, match="non-empty mapping"):
+        v.propagate_keyframes([truth[0]])
+    with pytest.raises(InputError, match="out of range"):
+        v.propagate_keyframes({0: truth[0], 9: truth[0]})
+    with pytest.raises(InputError, match="frame 2"):
+        v.propagate_keyframes({0: truth[0], 2: truth[2][:10]})
+
+
 def test_bad_inputs_name_the_problem(segmenter, tiny_clip):
     clip, truth = tiny_clip
     v = segmenter.embed(clip, progress=False)
