@@ -710,23 +710,27 @@ def test_cli_model_option_reaches_the_annotator(monkeypatch, tmp_path):
 def test_propagate_shows_and_exports_the_propagated_masks_until_the_next_change(client, annotator, monkeypatch):
     assert_error(client.post("/api/propagate", json={"frame": 0}), 409, "click on an object first")
     assert click(client, frame=1, points=((20, 20),), labels=(1,)).status_code == 200
-    shown = annotator._session_mask(1).copy()
+    assert click(client, frame=4, points=((30, 12),), labels=(0,)).status_code == 200
+    shown = {t: annotator._session_mask(t).copy() for t in (1, 3, 4)}
     calls = []
     fake = np.zeros((T, H, W), np.uint8)
     fake[:, 30:40, 40:50] = 1  # distinguishable from the fake session's 5x5 boxes
 
-    def propagate(mask, frame=0, **kw):
-        calls.append((mask.copy(), frame))
+    def propagate_keyframes(masks, **kw):
+        calls.append({f: m.copy() for f, m in masks.items()})
         return fake
 
-    monkeypatch.setattr(annotator.video, "propagate", propagate)
+    monkeypatch.setattr(annotator.video, "propagate_keyframes", propagate_keyframes)
     version = client.get("/api/state").json()["version"]
-    r = client.post("/api/propagate", json={"frame": 1})
+    r = client.post("/api/propagate", json={"frame": 3})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["frame"] == 1 and body["state"]["propagated_from"] == 1 and body["version"] > version
-    np.testing.assert_array_equal(calls[0][0], shown)  # the mask the page showed on that frame
-    assert calls[0][1] == 1
+    # from the frame on screen and every annotated frame, as each is shown
+    assert body["frames"] == [1, 3, 4] and body["state"]["propagated_from"] == [1, 3, 4]
+    assert body["version"] > version
+    assert sorted(calls[0]) == [1, 3, 4]
+    for t in (1, 3, 4):
+        np.testing.assert_array_equal(calls[0][t], shown[t])
     for t in (0, 3, 5):  # every frame now shows the propagated masks
         np.testing.assert_array_equal(png_ids(client.get(f"/api/mask/{t}").content), fake[t])
     exp = client.post("/api/export", json={}).json()
@@ -736,10 +740,10 @@ def test_propagate_shows_and_exports_the_propagated_masks_until_the_next_change(
     assert click(client, frame=2, points=((10, 10),), labels=(0,)).status_code == 200
     assert client.get("/api/state").json()["propagated_from"] is None
     assert not np.array_equal(png_ids(client.get("/api/mask/4").content), fake[4])
-    assert client.post("/api/undo").json()["state"]["propagated_from"] == 1
+    assert client.post("/api/undo").json()["state"]["propagated_from"] == [1, 3, 4]
     np.testing.assert_array_equal(png_ids(client.get("/api/mask/4").content), fake[4])
     assert client.post("/api/undo").json()["state"]["propagated_from"] is None
-    np.testing.assert_array_equal(png_ids(client.get("/api/mask/1").content), shown)
+    np.testing.assert_array_equal(png_ids(client.get("/api/mask/1").content), shown[1])
 
 
 def test_propagate_checks_its_frame_and_what_the_frame_shows(client, annotator, monkeypatch):
@@ -755,11 +759,11 @@ def test_propagate_checks_its_frame_and_what_the_frame_shows(client, annotator, 
 def test_an_annotation_made_while_propagating_wins(client, annotator, monkeypatch):
     assert click(client, frame=0, points=((20, 20),), labels=(1,)).status_code == 200
 
-    def propagate(mask, frame=0, **kw):
+    def propagate_keyframes(masks, **kw):
         annotator.add_clicks(3, [[5, 5]], [0])  # the user clicks while the propagation runs
         return np.ones((T, H, W), np.uint8)
 
-    monkeypatch.setattr(annotator.video, "propagate", propagate)
+    monkeypatch.setattr(annotator.video, "propagate_keyframes", propagate_keyframes)
     assert_error(client.post("/api/propagate", json={"frame": 0}), 409, "press Propagate again")
     st = client.get("/api/state").json()
     assert st["propagated_from"] is None and st["propagating"] is False
@@ -772,8 +776,8 @@ def test_propagate_with_the_real_session_and_propagation(segmenter, tmp_path):
     try:
         a.add_clicks(0, [[16, 20]], [1])
         res = a.propagate(0)
-        assert res["frame"] == 0 and a.propagated_from == 0
-        expected = a.video.propagate(a.session.mask(0), frame=0)
+        assert res["frames"] == [0] and a.propagated_from == [0]
+        expected = a.video.propagate(a.session.mask(0), frame=0)  # one frame: plain propagation
         for t in range(T):
             np.testing.assert_array_equal(a._session_mask(t), expected[t])
     finally:

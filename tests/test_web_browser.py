@@ -201,7 +201,7 @@ def test_click_follow_export_in_chromium(browser, segmenter, tmp_path):
         page.locator("#propagate").click()
         wait_js(page, "document.getElementById('propagate-note').textContent.includes('propagated')", timeout=120)
         st = page.evaluate("() => fetch('/api/state').then(r => r.json())")
-        assert st["propagated_from"] == T - 2 and not st["propagating"]
+        assert st["propagated_from"] == [0, T - 2] and not st["propagating"]  # the clicked frame and this one
         assert page.locator("#propagate").is_enabled()
         wait_js(page, f"pml.drawn.version === {st['version']}")
         assert page.evaluate(f"() => pml.maskPixel({square_x(T - 2) + SQUARE // 2}, {cy})") == OBJECT_1

@@ -21,7 +21,7 @@ rebinds its DNS name to 127.0.0.1 cannot read the video through the user's brows
     POST /api/scribble           {frame, path, label}    -> the frame's mask as PNG
     POST /api/objects            {name?}            PATCH/DELETE /api/objects/{id}
     POST /api/undo               POST /api/export {overlay, alpha}   GET /api/download/{name}
-    POST /api/propagate          {frame}: the mask shown on frame, carried through the video (seconds)
+    POST /api/propagate          {frame}: the masks shown on frame and the annotated frames, carried through the video
 """
 
 from __future__ import annotations

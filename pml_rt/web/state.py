@@ -149,7 +149,7 @@ class _Snapshot:
     has_background: bool  # whether the session held a background reference before the step
     session_steps: int  # session calls the step made (undo calls session.undo() as often)
     propagated: Any = None  # the propagated view before the step (None: the session's own masks)
-    propagated_from: int | None = None
+    propagated_from: list[int] | None = None
 
 
 @dataclass
@@ -234,10 +234,11 @@ class Annotator:
         self._empty_png: bytes | None = None
         self._thumbs: tuple[tuple, int, bytes] | None = None  # ((version, frames), stride, PNG)
         self.settle_seconds: float | None = None  # how long the last annotation's other frames took
-        # "Propagate": the frame on screen carried through the video by the semi-supervised path.
-        # Its masks replace the session's on every frame until the next change of annotations.
+        # "Propagate": the annotated frames and the one on screen, as shown, carried through the
+        # video by the semi-supervised path. Its masks replace the session's on every frame
+        # until the next change of annotations.
         self._propagated: np.ndarray | None = None  # uint8 (T, H, W)
-        self.propagated_from: int | None = None
+        self.propagated_from: list[int] | None = None  # the frames it started from
         self.propagating = False
         self.propagate_seconds: float | None = None
 
@@ -653,11 +654,13 @@ class Annotator:
 
     # -- propagate -----------------------------------------------------------------------
     def propagate(self, frame: Any) -> dict:
-        """Carry the mask shown on ``frame`` through the video with the semi-supervised path
-        (``EmbeddedVideo.propagate``); the result is shown on every frame, and exported, until
-        the next annotation change; undo takes it back. Seconds per frame of the video, so it
-        runs without holding the lock: the page keeps answering, and an annotation made
-        meanwhile wins (this then raises StateError: press Propagate again).
+        """Carry the masks shown on ``frame`` and on every annotated frame through the video
+        with the semi-supervised path (``EmbeddedVideo.propagate_keyframes``: each frame
+        propagates to its neighbours, blended between two); annotated frames showing no object
+        are left out. The result is shown on every frame, and exported, until the next
+        annotation change; undo takes it back. Seconds per frame of the video, so it runs
+        without holding the lock: the page keeps answering, and an annotation made meanwhile
+        wins (this then raises StateError: press Propagate again).
         """
         frame = self.check_frame(frame)
         with self._lock:
@@ -666,30 +669,31 @@ class Annotator:
                 raise StateError("a propagation is already running; wait for it to finish")
             if not self._annotated:
                 raise StateError("nothing to propagate yet: click on an object first")
-            mask = np.array(self._session_mask(frame))
-            if not mask.any():
+            if not self._session_mask(frame).any():
                 raise StateError(f"frame {frame + 1} shows no object; click on one there before propagating it")
+            starts = sorted({frame} | {int(a["frame"]) for a in self.annotations})
+            masks = {f: np.array(m) for f in starts if (m := self._session_mask(f)).any()}
             version = self.version
             video = self.video
             self.propagating = True
         try:
             t0 = time.perf_counter()
-            masks = np.asarray(video.propagate(mask, frame=frame), dtype=np.uint8)
+            out = np.asarray(video.propagate_keyframes(masks), dtype=np.uint8)
             seconds = time.perf_counter() - t0
         finally:
             with self._lock:
                 self.propagating = False
-        if masks.shape != (self.num_frames, *self.frame_size):
-            raise StateError(f"propagation gave masks of shape {masks.shape}; expected "
+        if out.shape != (self.num_frames, *self.frame_size):
+            raise StateError(f"propagation gave masks of shape {out.shape}; expected "
                              f"{(self.num_frames, *self.frame_size)}")
         with self._lock:
             if self.version != version:
                 raise StateError("the masks changed while propagating; press Propagate again")
             self._history.append(self._snapshot(0))
-            self._propagated, self.propagated_from = masks, frame
+            self._propagated, self.propagated_from = out, sorted(masks)
             self.propagate_seconds = seconds
             self._bump()
-            return {"frame": frame, "seconds": seconds, "version": self.version}
+            return {"frames": sorted(masks), "seconds": seconds, "version": self.version}
 
     # -- export --------------------------------------------------------------------------
     def export(self, overlay: bool = False, alpha: float = 0.5) -> dict:

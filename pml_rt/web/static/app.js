@@ -158,9 +158,10 @@
     drawMarkers();
     $("undo").disabled = !st.can_undo;
     $("propagate").disabled = !!st.propagating || st.status !== "ready";
-    $("propagate-note").textContent = st.propagating ? "propagating…" :
-      (st.propagated_from === null || st.propagated_from === undefined ? "" :
-        `showing frame ${st.propagated_from + 1} propagated; the next click returns to the clicks' own masks`);
+    const from = st.propagated_from;
+    $("propagate-note").textContent = st.propagating ? "propagating…" : (!from ? "" :
+      `showing the masks propagated from frame${from.length > 1 ? "s" : ""} ${from.map((f) => f + 1).join(", ")}; ` +
+      "the next change returns to the clicks' own masks");
   }
 
   async function refreshState() {
@@ -494,7 +495,7 @@
       const j = await (await api("POST", "/api/propagate", { frame })).json();
       applyState(j.state);
       afterChange();
-      say(`frame ${frame + 1} propagated in ${j.seconds.toFixed(1)} s`);
+      say(`propagated from frame${j.frames.length > 1 ? "s" : ""} ${j.frames.map((f) => f + 1).join(", ")} in ${j.seconds.toFixed(1)} s`);
     } catch (e) {
       fail(e);
       refreshState().catch(() => {});
