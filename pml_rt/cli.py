@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from . import __version__
 from .errors import InputError, PmlError
@@ -48,7 +48,23 @@ def _propagate_options(args: argparse.Namespace) -> dict:
     return {} if args.recent_frames is None else {"recent_frames": args.recent_frames}
 
 
+def _masks(args: argparse.Namespace) -> tuple[Any, int]:
+    """(mask, frame) from one --mask [--mask-frame N]; ({frame: mask}, 0) from several pairs."""
+    masks, frames = args.mask, args.mask_frame or []
+    if len(masks) == 1:
+        if len(frames) > 1:
+            raise InputError(f"{len(frames)} --mask-frame values for one --mask; give one --mask per frame")
+        return masks[0], (frames[0] if frames else 0)
+    if len(frames) != len(masks):
+        raise InputError(f"{len(masks)} --mask options need as many --mask-frame values (got {len(frames)}), "
+                         "in the same order")
+    if len(set(frames)) != len(frames):
+        raise InputError(f"--mask-frame values repeat ({', '.join(map(str, frames))}); one mask per frame")
+    return dict(zip(frames, masks)), 0
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
+    args.mask, args.mask_frame = _masks(args)
     if args.stream is not None:
         return _segment_stream(args)
     if args.video == "-":
@@ -75,9 +91,9 @@ def _segment_stream(args: argparse.Namespace) -> int:
 
     if args.overlay is not None:
         raise InputError("--overlay is not available with --stream; segment the saved video instead")
-    if args.mask_frame != 0:
-        raise InputError(f"--mask-frame {args.mask_frame} is not available with --stream; the mask belongs to "
-                         "the first frame of the stream")
+    if isinstance(args.mask, dict) or args.mask_frame != 0:
+        raise InputError("--mask-frame is not available with --stream; its one --mask belongs to the first frame "
+                         "of the stream")
     if args.video == "-":
         if args.stream == "auto":
             raise InputError("reading stdin needs the frame size: --stream WIDTHxHEIGHT (raw rgb24 frames, as "
@@ -175,8 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("segment", help="segment a video from a mask on one frame")
     s.add_argument("video", help="video file (MP4, MOV, AVI, WebM, MKV), folder of frames, or - (stdin, "
                    "with --stream WIDTHxHEIGHT)")
-    s.add_argument("--mask", required=True, help="mask PNG (DAVIS palette or 0/255)")
-    s.add_argument("--mask-frame", type=int, default=0, help="frame index the mask belongs to (default 0)")
+    s.add_argument("--mask", required=True, action="append",
+                   help="mask PNG (DAVIS palette or 0/255); repeat it, each with its --mask-frame, for masks on "
+                        "several frames")
+    s.add_argument("--mask-frame", type=int, action="append", default=None,
+                   help="frame index the mask belongs to (default 0); one per --mask when there are several")
     s.add_argument("--out", required=True, help="folder for the palette PNG masks, named like the frames")
     s.add_argument("--overlay", default=None, help="also write an overlay preview video (.mp4)")
     s.add_argument("--stream", nargs="?", const="auto", default=None, metavar="WIDTHxHEIGHT",

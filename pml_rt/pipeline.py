@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,9 @@ def segment_to_folder(segmenter: Segmenter, video: Any, mask: Any, out_dir: str 
                       progress: bool = True, propagate_options: dict | None = None,
                       cache: bool | None = None, cache_dir: str | os.PathLike | None = None) -> SegmentResult:
     """Segment ``video`` from ``mask`` on ``mask_frame``; write ``<frame name>.png`` palette masks
-    into ``out_dir`` (and an overlay video to ``overlay``), all or nothing.
+    into ``out_dir`` (and an overlay video to ``overlay``), all or nothing. ``mask`` may also be
+    a mapping {frame: mask} of masks on several frames (``EmbeddedVideo.propagate_keyframes``;
+    ``mask_frame`` then stays 0).
 
     Streams: each mask is written to the temporary folder as soon as it is made, and the
     overlay is encoded in the same pass, so no step holds every frame or mask. ``cache`` and
@@ -54,11 +56,15 @@ def segment_to_folder(segmenter: Segmenter, video: Any, mask: Any, out_dir: str 
     t0 = time.perf_counter()
     source = open_video(video)
     # Cheap checks first, so that bad input costs no embedding (and no cache entry).
-    named = isinstance(mask, (str, os.PathLike))
-    read_mask(mask, expected_size=source.frame_size, name="mask" if named else f"mask for frame {mask_frame}")
+    several = isinstance(mask, Mapping)
+    if several and (mask_frame != 0 or not mask):
+        raise InputError("masks on several frames come as a non-empty {frame: mask} mapping, without mask_frame")
     n = len(source)
-    if not isinstance(mask_frame, (int, np.integer)) or not 0 <= int(mask_frame) < n:
-        raise InputError(f"mask frame {mask_frame!r} is out of range; this video has frames 0..{n - 1}")
+    for f, m in (mask.items() if several else [(mask_frame, mask)]):
+        named = isinstance(m, (str, os.PathLike))
+        if not isinstance(f, (int, np.integer)) or not 0 <= int(f) < n:
+            raise InputError(f"mask frame {f!r} is out of range; this video has frames 0..{n - 1}")
+        read_mask(m, expected_size=source.frame_size, name="mask" if named else f"mask for frame {f}")
     if overlay is not None and Path(overlay).suffix.lower() not in OVERLAY_VIDEO_EXTENSIONS:
         raise InputError(f"overlay video '{overlay}' has suffix {Path(overlay).suffix!r}; expected one of "
                          f"{', '.join(OVERLAY_VIDEO_EXTENSIONS)}")
@@ -73,8 +79,9 @@ def segment_to_folder(segmenter: Segmenter, video: Any, mask: Any, out_dir: str 
     mask_seconds = [0.0]
 
     def write_each(tmp: Path) -> Iterator[np.ndarray]:
-        it = embedded.propagate_iter(mask, mask_frame, k, online_adaptation, upsample=upsample, progress=progress,
-                                     **(propagate_options or {}))
+        opts = {"upsample": upsample, "progress": progress, **(propagate_options or {})}
+        it = (embedded.propagate_keyframes_iter(mask, k, online_adaptation, **opts) if several
+              else embedded.propagate_iter(mask, mask_frame, k, online_adaptation, **opts))
         while True:
             w0 = time.perf_counter()
             item = next(it, None)

@@ -393,6 +393,23 @@ class EmbeddedVideo:
         yield from self._masks_from(lambda emb, xp: propagate_scores(emb, frame, ref, objects.num_labels, cfg, xp=xp),
                                     {frame: user_mask}, objects, upsample, progress)
 
+    def propagate_keyframes_iter(self, masks: Mapping[int, Any], k: int = 5, online_adaptation: bool = True, *,
+                                 upsample: str = DEFAULT_METHOD, recent_frames: int | None = None,
+                                 window: int | None = None, weighting: str | None = None,
+                                 progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(t, mask uint8 (H, W))`` for every frame in order 0..T-1. See :meth:`propagate_keyframes`."""
+        if not isinstance(masks, Mapping) or not masks:
+            raise InputError("masks must be a non-empty mapping {frame index: mask}")
+        check_method(upsample)
+        cfg = _config(k, online_adaptation, recent_frames, window, weighting)
+        user = {self.check_frame(f): self.load_mask(m, int(f)) for f, m in masks.items()}
+        objects = ObjectMap()
+        for f in sorted(user):
+            objects.columns_of(user[f])  # every id of every mask, before any label map is made
+        refs = {f: cell_labels(objects.columns_of(m), objects.num_labels, self.config.stride) for f, m in user.items()}
+        yield from self._masks_from(lambda emb, xp: keyframe_scores(emb, refs, objects.num_labels, cfg, xp=xp),
+                                    user, objects, upsample, progress)
+
     def propagate_keyframes(self, masks: Mapping[int, Any], k: int = 5, online_adaptation: bool = True, *,
                             upsample: str = DEFAULT_METHOD, recent_frames: int | None = None,
                             window: int | None = None, weighting: str | None = None,
@@ -407,18 +424,10 @@ class EmbeddedVideo:
         returned as given; with one entry this equals ``propagate(mask, frame)``. Frames
         between two annotated frames cost two searches. Returns uint8 (T, H, W).
         """
-        if not isinstance(masks, Mapping) or not masks:
-            raise InputError("masks must be a non-empty mapping {frame index: mask}")
-        check_method(upsample)
-        cfg = _config(k, online_adaptation, recent_frames, window, weighting)
-        user = {self.check_frame(f): self.load_mask(m, int(f)) for f, m in masks.items()}
-        objects = ObjectMap()
-        for f in sorted(user):
-            objects.columns_of(user[f])  # every id of every mask, before any label map is made
-        refs = {f: cell_labels(objects.columns_of(m), objects.num_labels, self.config.stride) for f, m in user.items()}
         out = np.empty((self.num_frames, *self.frame_size), dtype=np.uint8)
-        for t, m in self._masks_from(lambda emb, xp: keyframe_scores(emb, refs, objects.num_labels, cfg, xp=xp),
-                                     user, objects, upsample, progress):
+        for t, m in self.propagate_keyframes_iter(masks, k, online_adaptation, upsample=upsample,
+                                                  recent_frames=recent_frames, window=window, weighting=weighting,
+                                                  progress=progress):
             out[t] = m
         return out
 

@@ -40,6 +40,38 @@ def test_segment_writes_palette_pngs(clip_dir, tmp_path, capsys):
     assert "wrote 4 masks" in capsys.readouterr().out
 
 
+def test_segment_from_masks_on_several_frames(clip_dir, tmp_path, capsys):
+    d, mask, truth = clip_dir
+    later = tmp_path / "later.png"
+    Image.fromarray(truth[3] * 100).save(later)
+    out = tmp_path / "out"
+    assert main(["-q", "segment", str(d), "--mask", str(mask), "--mask-frame", "0", "--mask", str(later),
+                 "--mask-frame", "3", "--out", str(out)]) == 0
+    got = np.stack([read_mask(out / f"f{i:03d}.png", allow_empty=True) for i in range(4)])
+    np.testing.assert_array_equal(got[3], truth[3] * 100)  # each given mask comes back as given
+    np.testing.assert_array_equal(got[0], truth[0] * 100)
+    assert set(np.unique(got[1:3])) <= {0, 100, 200}
+    assert "wrote 4 masks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--mask-frame", "0"], "need as many --mask-frame"),  # two masks, one frame
+    (["--mask-frame", "1", "--mask-frame", "1"], "repeat"),
+    (["--mask-frame", "0", "--mask-frame", "9"], "out of range"),
+    (["--mask-frame", "0", "--mask-frame", "2", "--stream"], "--stream"),
+])
+def test_segment_several_masks_bad_pairs_one_line(clip_dir, tmp_path, capsys, extra, words):
+    d, mask, _ = clip_dir
+    out = tmp_path / "out"
+    code = main(["-q", "segment", str(d), "--mask", str(mask), "--mask", str(mask), "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    code = main(["-q", "segment", str(d), "--mask", str(mask), "--mask-frame", "0", "--mask-frame", "1",
+                 "--out", str(out)])
+    assert code == 2 and "one --mask per frame" in capsys.readouterr().err
+
+
 def test_segment_bad_mask_one_line_no_output(clip_dir, tmp_path):
     d, _, _ = clip_dir
     bad = tmp_path / "bad.png"
