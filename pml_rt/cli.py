@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("segment", help="segment a video from a mask on one frame")
+    s = sub.add_parser("segment", help="segment a video from a mask on one frame (or masks on several)")
     s.add_argument("video", help="video file (MP4, MOV, AVI, WebM, MKV), folder of frames, or - (stdin, "
                    "with --stream WIDTHxHEIGHT)")
     s.add_argument("--mask", required=True, action="append",
