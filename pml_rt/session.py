@@ -536,22 +536,29 @@ class Session:
             out[i] = m
         return out
 
-    def propagate(self, frame: int, **options: Any) -> np.ndarray:
-        """uint8 (T, H, W): this session's mask of ``frame``, propagated through the video.
+    def propagate(self, frame: int | None = None, **options: Any) -> np.ndarray:
+        """uint8 (T, H, W): this session's masks carried through the video.
 
-        The semi-supervised path (``video.propagate``: k = 5 votes, online adaptation,
-        recent-frame references) seeded with what the user sees on ``frame``; ``options`` go to
-        it (``k``, ``upsample``, ``recent_frames``, ...). Once a frame looks right, this carries
-        it through the video the way a full mask is (docs/INTERACTIVE.md, "Few clicks, then
-        propagate", measures it against the clicks' own labels). It runs through every frame
-        (about 0.2 s each on 2 CPU cores at 480p) and leaves the session as it was: the masks
-        are returned, not stored.
+        ``frame`` given: the mask the user sees on it, propagated by the semi-supervised path
+        (``video.propagate``: k = 5 votes, online adaptation, recent-frame references).
+        ``frame`` None: every annotated frame that shows an object, as shown
+        (``video.propagate_keyframes``). ``options`` go to that call (``k``, ``upsample``,
+        ...). Once a frame looks right, this carries it through the video the way a full mask
+        is (docs/INTERACTIVE.md, "Few clicks, then propagate", measures it against the clicks'
+        own labels). It runs through every frame (about 0.15-0.2 s each on 2 CPU cores at
+        480p) and leaves the session as it was: the masks are returned, not stored.
         """
-        frame = self.video.check_frame(frame)
-        mask = self.mask(frame)
-        if not mask.any():
-            raise StateError(f"frame {frame} shows no object yet; click on an object there before propagating it")
-        return self.video.propagate(mask, frame=frame, **options)
+        if frame is not None:
+            frame = self.video.check_frame(frame)
+            mask = self.mask(frame)
+            if not mask.any():
+                raise StateError(f"frame {frame} shows no object yet; click on an object there before propagating it")
+            return self.video.propagate(mask, frame=frame, **options)
+        self._require_refs()
+        shown = {f: m for f in sorted({a.frame for a in self.annotations}) if (m := self.mask(f)).any()}
+        if not shown:
+            raise StateError("no annotated frame shows an object yet; click on an object before propagating")
+        return self.video.propagate_keyframes(shown, **options)
 
     def scores(self, frame: int) -> np.ndarray:
         """float32 (C, h, w) vote shares of one frame's cells, columns as ``object_columns``

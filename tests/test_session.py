@@ -429,3 +429,29 @@ def test_propagate_needs_an_object_on_the_frame(clip):
     s.add_clicks(0, [[2, 2]], [0])
     with pytest.raises(StateError, match="shows no object"):
         s.propagate(0)
+
+
+def test_propagate_without_a_frame_starts_from_every_annotated_frame(clip, monkeypatch):
+    video, gt = clip
+    s = video.session()
+    with pytest.raises(StateError):
+        s.propagate()
+    s.add_clicks(0, [centre(gt, 0, 1), [2, 2]], [1, 0])
+    s.add_clicks(2, [centre(gt, 2, 2)], [2])
+    s.add_clicks(3, [[1, 1]], [0])
+    shown = s.masks()
+    seen = {}
+    real = video.propagate_keyframes
+
+    def spy(masks, **kw):
+        seen.update(masks={f: m.copy() for f, m in masks.items()}, **kw)
+        return real(masks, **kw)
+
+    monkeypatch.setattr(video, "propagate_keyframes", spy)
+    out = s.propagate(upsample="bilinear")
+    annotated_with_objects = [f for f in (0, 2, 3) if shown[f].any()]
+    assert sorted(seen["masks"]) == annotated_with_objects and seen["upsample"] == "bilinear"
+    for f in annotated_with_objects:
+        np.testing.assert_array_equal(seen["masks"][f], shown[f])
+        np.testing.assert_array_equal(out[f], shown[f])
+    np.testing.assert_array_equal(s.masks(), shown)  # the session is left as it was
