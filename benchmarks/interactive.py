@@ -1,7 +1,8 @@
 """Interactive segmentation quality with simulated users: the paper's click robot (J against
 clicks per frame, Figure 7) and a DAVIS-interactive-style scribble robot (J&F per round, AUC);
 ``--robots propagate`` adds another use of the same clicks (all on the first frame, then
-``video.propagate``), not the paper's protocol, on the same axis.
+``video.propagate``), and ``propagate2`` the same on the first and the middle frame (then
+``propagate_keyframes``); not the paper's protocol, on the same axis.
 
     python benchmarks/interactive.py                          # val split, first 25 frames, 5 seeds
     python benchmarks/interactive.py --full                   # every frame of every val sequence
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="click-robot runs per sequence (default 5)")
     p.add_argument("--robots", default="clicks,scribbles",
                    help="comma-separated: clicks (the paper's robot), scribbles, propagate (clicks on the first "
-                        "frame, then propagation; not the paper's protocol); default clicks,scribbles")
+                        "frame, then propagation; not the paper's protocol), propagate2 (the same on the first and "
+                        "the middle frame); default clicks,scribbles")
     p.add_argument("--rounds", type=int, default=8, help="scribble-robot rounds (default 8)")
     p.add_argument("--scribbles", default=str(default_data_root() / "davis-scribbles"),
                    help="DAVIS scribble folder: <seq>/001.json starts round 1 where it exists")
@@ -101,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="embedding cache folder (default <out>/embeddings)")
     args = p.parse_args(argv)
     robots = {r.strip() for r in args.robots.split(",") if r.strip()}
-    if not robots or not robots <= {"clicks", "scribbles", "propagate"}:
-        p.error(f"--robots takes clicks, scribbles and/or propagate, got {args.robots!r}")
+    if not robots or not robots <= {"clicks", "scribbles", "propagate", "propagate2"}:
+        p.error(f"--robots takes clicks, scribbles, propagate and/or propagate2, got {args.robots!r}")
     opts = {"upsample": args.upsample}
     for key, val in (("k", args.k), ("position_weight", args.position_weight), ("time_scale", args.time_scale)):
         if val is not None:
@@ -115,20 +117,23 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--smoothing takes FRAMES,ROWS,COLS or none, got {args.smoothing!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    click_runs, scribble_runs, propagate_runs = [], [], []
+    click_runs, scribble_runs, propagate_runs, propagate2_runs = [], [], [], []
     t_start = time.perf_counter()
     frames = 0
     for seq, video, gt in _videos(args):
         frames += len(gt)
-        # (robot name, function, where its runs go, what the progress line calls it)
-        for name, robot, runs, label in (("clicks", click_robot, click_runs, ""),
-                                          ("propagate", click_then_propagate, propagate_runs,
-                                           ", clicks on frame 0 then propagate")):
+        middle = len(gt) // 2
+        # (robot name, function, its frames option, where its runs go, what the progress line calls it)
+        for name, robot, extra, runs, label in (
+                ("clicks", click_robot, {}, click_runs, ""),
+                ("propagate", click_then_propagate, {"frames": 0}, propagate_runs, ", clicks on frame 0 then propagate"),
+                ("propagate2", click_then_propagate, {"frames": (0, middle)}, propagate2_runs,
+                 f", clicks on frames 0 and {middle} then propagate")):
             if name not in robots:
                 continue
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
-                run = robot(video, gt, seed=seed, sequence=seq, session_options=opts)
+                run = robot(video, gt, seed=seed, sequence=seq, session_options=opts, **extra)
                 runs.append(run)
                 print(f"{seq} seed {seed}{label}: J " + " ".join(f"{j:.3f}" for j in run.j)
                       + f"  ({time.perf_counter() - t0:.0f} s, {1000 * np.median(run.click_seconds):.0f} ms/click)",
@@ -157,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         curves[f"pml-rt, paper's robot ({short})"] = summary
         report["clicks"] = _jsonable(summary)
         report["click_ms_median"] = 1000 * float(np.median(np.concatenate([r.click_seconds for r in click_runs])))
-    if propagate_runs:
-        summary = summarize_click_runs(propagate_runs)
-        text += [f"## Clicks on frame 0, then propagation ({args.seeds} seeds; not the paper's protocol; "
-                 "J on every frame)", "", format_click_table(summary), ""]
-        curves["clicks on frame 0, then propagate"] = summary
-        report["propagate"] = _jsonable(summary)
+    for key, runs, what in (("propagate", propagate_runs, "frame 0"),
+                            ("propagate2", propagate2_runs, "frame 0 and the middle frame")):
+        if runs:
+            summary = summarize_click_runs(runs)
+            text += [f"## Clicks on {what}, then propagation ({args.seeds} seeds; not the paper's protocol; "
+                     "J on every frame)", "", format_click_table(summary), ""]
+            curves[f"clicks on {what}, then propagate"] = summary
+            report[key] = _jsonable(summary)
     if curves:
         plot_click_curves(curves, out / "interactive.png",
                           title=f"click robot, {args.seeds} seeds, mean +- std over seeds")

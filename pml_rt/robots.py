@@ -187,67 +187,76 @@ def _video_j(pred: np.ndarray, gt: np.ndarray, ids: list[int]) -> float:
     return float(np.mean(per_object))
 
 
-def click_then_propagate(video: Any, gt: Any, *, seed: int = 0, frame: int = 0,
+def click_then_propagate(video: Any, gt: Any, *, seed: int = 0, frames: int | tuple[int, ...] = 0,
                          clicks_per_frame: tuple[float, ...] = FEW_CLICKS_PER_FRAME, sequence: str = "",
                          session_options: dict | None = None, propagate_options: dict | None = None) -> ClickRun:
-    """Another way to spend the same clicks: all of them on one frame, then propagation.
+    """Another way to spend the same clicks: all of them on one frame (or a few), then propagation.
 
     Not the paper's protocol (that is :func:`click_robot`): the robot clicks only on
-    ``frame``, first one random pixel of each object and one of the background, then at
-    random wrong pixels of that frame, labelled from ``gt``. After ``max(K + 1, round(c * T))``
-    clicks for each ``c`` in ``clicks_per_frame`` the session's mask of ``frame`` is
-    propagated (``session.propagate``, the semi-supervised path: k = 5, online adaptation, recent-frame
-    references) and J is scored on every frame, the clicked one included. Clicks per frame
-    count all clicks over all frames, so the curve sits on the click robot's axis. Where the
-    frame has no wrong pixel left, later points repeat the last J (``exhausted``).
+    ``frames``, first, on each of them, one random pixel of each object there and one of the
+    background, then at random wrong pixels of those frames (drawn from all of them
+    together), labelled from ``gt``. After ``max(first clicks, round(c * T))`` clicks for each
+    ``c`` in ``clicks_per_frame`` the session's masks of the clicked frames are propagated
+    together (``session.propagate()``: the semi-supervised path from every annotated frame;
+    one frame: ``video.propagate``) and J is scored on every frame, the clicked ones included.
+    Clicks per frame count all clicks over all frames, so the curve sits on the click robot's
+    axis. Where the frames have no wrong pixel left, later points repeat the last J
+    (``exhausted``).
     """
     g = _check_gt(video, gt)
-    frame = video.check_frame(frame)
-    ids = [int(i) for i in np.unique(g[frame]) if i]
+    frames = tuple(sorted({video.check_frame(f) for f in ((frames,) if np.isscalar(frames) else frames)}))
+    if not frames:
+        raise InputError("frames must name at least one frame to click on")
+    ids = sorted({int(i) for f in frames for i in np.unique(g[f]) if i})
     if not ids:
-        raise InputError(f"{sequence or 'ground truth'}: no object on frame {frame}; "
-                         "clicking one frame then propagating needs one there")
+        raise InputError(f"{sequence or 'ground truth'}: no object on frame{'s' if len(frames) > 1 else ''} "
+                         f"{', '.join(map(str, frames))}; clicking there then propagating needs one")
     rng = np.random.default_rng(seed)
     session = video.session(**(session_options or {}))
-    g0 = g[frame]
+    gf = g[list(frames)]  # (F, H, W), the clicked frames' truth
     t_count = g.shape[0]
     grid = np.asarray(clicks_per_frame, dtype=np.float64)
-    first = [i for i in [*ids, 0] if i or (g0 == 0).any()]
+    first = [(j, i) for j in range(len(frames)) for i in [*np.unique(gf[j][gf[j] > 0]).tolist(), 0]
+             if i or (gf[j] == 0).any()]
     targets = np.maximum(len(first), np.rint(grid * t_count).astype(np.int64))
     seconds: list[float] = []
 
-    def click(x: int, y: int, label: int) -> None:
+    def click(j: int, x: int, y: int, label: int) -> None:
         t0 = time.perf_counter()
-        session.add_clicks(frame, [[x, y]], [label])
+        session.add_clicks(frames[j], [[x, y]], [label])
         seconds.append(time.perf_counter() - t0)
 
-    def score() -> float:
-        if not session.mask(frame).any():  # nothing to propagate: every frame predicts background
-            return _video_j(np.zeros_like(g), g, ids)
-        return _video_j(session.propagate(frame, **(propagate_options or {})), g, ids)
+    def shown() -> np.ndarray:
+        return np.stack([session.mask(f) for f in frames])
 
-    for label in first:
-        y, x = np.divmod(int(np.flatnonzero(g0 == label)[rng.integers(np.count_nonzero(g0 == label))]), g0.shape[1])
-        click(int(x), int(y), label)
+    def score() -> float:
+        if not shown().any():  # nothing to propagate: every frame predicts background
+            return _video_j(np.zeros_like(g), g, ids)
+        return _video_j(session.propagate(**(propagate_options or {})), g, ids)
+
+    for j, label in first:
+        y, x = np.divmod(int(np.flatnonzero(gf[j] == label)[rng.integers(np.count_nonzero(gf[j] == label))]),
+                         gf.shape[2])
+        click(j, int(x), int(y), int(label))
     n = len(first)
     record = {}
-    wanted = sorted(set(targets.tolist()))
     exhausted = False
-    for want in wanted:
+    for want in sorted(set(targets.tolist())):
         while n < want:
-            wrong = np.flatnonzero(session.mask(frame) != g0)
+            wrong = np.flatnonzero(shown() != gf)
             if not len(wrong):
                 exhausted = True
                 break
-            y, x = np.divmod(int(wrong[rng.integers(len(wrong))]), g0.shape[1])
-            click(int(x), int(y), int(g0[y, x]))
+            j, rest = np.divmod(int(wrong[rng.integers(len(wrong))]), gf.shape[1] * gf.shape[2])
+            y, x = np.divmod(rest, gf.shape[2])
+            click(int(j), int(x), int(y), int(gf[j, y, x]))
             n += 1
-        record[want] = score()  # on exhaustion: the perfect frame, propagated, for this and every later point
+        record[want] = score()  # on exhaustion: the perfect frames, propagated, for this and every later point
         if exhausted:
             break
     last = record[max(record)]
-    j = np.array([record.get(int(c), last) for c in targets])
-    return ClickRun(sequence, seed, t_count, ids, grid, targets, j, seconds, exhausted)
+    j_curve = np.array([record.get(int(c), last) for c in targets])
+    return ClickRun(sequence, seed, t_count, ids, grid, targets, j_curve, seconds, exhausted)
 
 
 def summarize_click_runs(runs: list[ClickRun]) -> dict[str, Any]:

@@ -69,36 +69,55 @@ def test_click_robot_checks_the_ground_truth(clip):
         click_robot(video, np.zeros_like(gt))
 
 
-def test_click_then_propagate_clicks_one_frame_and_scores_every_frame(clip, monkeypatch):
-    video, gt = clip
-    grid = (0.5, 1.0, 2.0)
-    frames_clicked, propagated = [], []
-    real_session, real_propagate = video.session, video.propagate
+def _record_clicked_frames(video, monkeypatch) -> list[int]:
+    """The frame of every add_clicks call made on the sessions of ``video`` from now on."""
+    clicked: list[int] = []
+    real_session = video.session
 
     def session(**kw):
         s = real_session(**kw)
         add = s.add_clicks
 
         def add_clicks(frame, points, labels, **k):
-            frames_clicked.append(frame)
+            clicked.append(frame)
             return add(frame, points, labels, **k)
 
         s.add_clicks = add_clicks
         return s
 
+    monkeypatch.setattr(video, "session", session)
+    return clicked
+
+
+def test_click_then_propagate_clicks_one_frame_and_scores_every_frame(clip, monkeypatch):
+    video, gt = clip
+    grid = (0.5, 1.0, 2.0)
+    frames_clicked = _record_clicked_frames(video, monkeypatch)
+    propagated = []
+    real_propagate = video.propagate
+
     def propagate(mask, frame=0, **kw):
         propagated.append(frame)
         return real_propagate(mask, frame=frame, **kw)
 
-    monkeypatch.setattr(video, "session", session)
+    real_keyframes = video.propagate_keyframes
+
+    def propagate_keyframes(masks, **kw):
+        if len(masks) == 1:  # what a one-frame propagation is
+            (f, m), = masks.items()
+            return propagate(m, frame=f, **kw)
+        propagated.append(tuple(sorted(masks)))
+        return real_keyframes(masks, **kw)
+
     monkeypatch.setattr(video, "propagate", propagate)
-    run = click_then_propagate(video, gt, seed=2, frame=3, clicks_per_frame=grid, sequence="synth",
+    monkeypatch.setattr(video, "propagate_keyframes", propagate_keyframes)
+    run = click_then_propagate(video, gt, seed=2, frames=3, clicks_per_frame=grid, sequence="synth",
                                session_options={"smoothing": None})
     assert set(frames_clicked) == {3}  # every click on the one frame
     assert run.clicks.tolist() == [4, 6, 12] and run.objects == [1, 2, 3]
     assert set(propagated) == {3} and 1 <= len(propagated) <= 3  # one propagation per recorded point
     assert np.all((run.j >= 0) & (run.j <= 1)) and run.j[-1] > 0.5
-    again = click_then_propagate(video, gt, seed=2, frame=3, clicks_per_frame=grid, sequence="synth",
+    again = click_then_propagate(video, gt, seed=2, frames=3, clicks_per_frame=grid, sequence="synth",
                                  session_options={"smoothing": None})
     assert np.array_equal(again.j, run.j)
 
@@ -109,9 +128,19 @@ def test_click_then_propagate_scores_the_propagated_masks_against_the_truth():
     run = click_then_propagate(video, full, clicks_per_frame=(1.0, 4.0))
     assert run.exhausted and run.j.tolist() == [1.0, 1.0]
     with pytest.raises(InputError, match="no object on frame 1"):
-        click_then_propagate(video, np.zeros_like(gt), frame=1)
+        click_then_propagate(video, np.zeros_like(gt), frames=1)
     with pytest.raises(InputError, match="out of range"):
-        click_then_propagate(video, gt, frame=7)
+        click_then_propagate(video, gt, frames=7)
+
+
+def test_click_then_propagate_on_two_frames(clip, monkeypatch):
+    video, gt = clip
+    clicked = _record_clicked_frames(video, monkeypatch)
+    run = click_then_propagate(video, gt, seed=0, frames=(5, 0), clicks_per_frame=(1.0, 2.0), sequence="synth",
+                               session_options={"smoothing": None})
+    assert set(clicked) == {0, 5} and clicked[:4] == [0, 0, 0, 0]  # first each object and the background, per frame
+    assert run.clicks.tolist() == [8, 12] and len(clicked) == 12 or run.exhausted
+    assert np.all((run.j >= 0) & (run.j <= 1))
 
 
 def test_skeleton_path_runs_inside_the_region():
