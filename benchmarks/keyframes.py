@@ -9,8 +9,6 @@ embedding, every count scored on the same frames (those no count annotates).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,7 +16,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pml_rt.davis import default_data_root  # noqa: E402
-from pml_rt.evaluate import evaluate_keyframes, format_table  # noqa: E402
+from pml_rt.evaluate import evaluate_keyframes, format_table, save_report  # noqa: E402
 from pml_rt.segmenter import Segmenter  # noqa: E402
 from pml_rt.upsample import DEFAULT_METHOD, METHODS  # noqa: E402
 
@@ -42,14 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                                 upsample=args.upsample)
     print(format_table(report))
     if args.json:
-        slim = {k: v for k, v in report.items() if k != "configs"}
-        slim["configs"] = {n: {k: v for k, v in c.items() if k != "per_object"} for n, c in report["configs"].items()}
-        slim["command"] = "python benchmarks/keyframes.py " + " ".join(sys.argv[1:])
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(slim, indent=1, default=float))
-        os.replace(tmp, out)  # never a half-written report
+        save_report(report, args.json, "python benchmarks/keyframes.py " + " ".join(sys.argv[1:]))
     return 0
 
 

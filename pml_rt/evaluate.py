@@ -160,6 +160,22 @@ def evaluate_keyframes(segmenter: Segmenter, root: str | os.PathLike, counts: tu
     return {"configs": {n: summarize(r) for n, r in results.items()}, "timing": times, "sequences": seqs}
 
 
+def save_report(report: dict[str, Any], path: str | os.PathLike, command: str) -> Path:
+    """Write ``report`` (as :func:`evaluate_configs` gives it) as JSON to ``path``, atomically:
+    every config's summary without its per-object table, plus the ``command`` that made it."""
+    import json  # noqa: PLC0415
+
+    slim = {k: v for k, v in report.items() if k != "configs"}
+    slim["configs"] = {n: {k: v for k, v in c.items() if k != "per_object"} for n, c in report["configs"].items()}
+    slim["command"] = command
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(slim, indent=1, default=float))
+    os.replace(tmp, out)  # never a half-written report
+    return out
+
+
 def format_table(report: dict[str, Any]) -> str:
     """Per-sequence J, F, J&F for each config, then the means (DAVIS per-object averaging)."""
     names = list(report["configs"])

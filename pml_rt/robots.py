@@ -178,13 +178,7 @@ def click_robot(video: Any, gt: Any, *, seed: int = 0, clicks_per_frame: tuple[f
 def _video_j(pred: np.ndarray, gt: np.ndarray, ids: list[int]) -> float:
     """Mean over objects of the mean over frames of J (1 where both masks are empty), as
     the click robot scores."""
-    per_object = []
-    for i in ids:
-        p, g = pred == i, gt == i
-        inter = np.count_nonzero(p & g, axis=(1, 2))
-        union = np.count_nonzero(p | g, axis=(1, 2))
-        per_object.append(np.where(union == 0, 1.0, inter / np.maximum(union, 1)).mean())
-    return float(np.mean(per_object))
+    return float(np.mean([np.mean(jaccard(pred == i, gt == i)) for i in ids]))
 
 
 def click_then_propagate(video: Any, gt: Any, *, seed: int = 0, frames: int | tuple[int, ...] = 0,

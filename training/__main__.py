@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
-    from pml_rt.evaluate import format_table  # noqa: PLC0415
+    from pml_rt.evaluate import format_table, save_report  # noqa: PLC0415
 
     from .evaluate import evaluate_heads  # noqa: PLC0415
     from .train import load_head  # noqa: PLC0415
@@ -80,13 +79,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
     table = format_table(report)
     print(table)
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        slim = {k: v for k, v in report.items() if k != "configs"}
-        slim["configs"] = {n: {k: v for k, v in c.items() if k != "per_object"} for n, c in report["configs"].items()}
-        slim["command"] = "python -m training " + " ".join(sys.argv[1:])
-        tmp = Path(a.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(slim, indent=1, default=float))
-        os.replace(tmp, a.json)
+        save_report(report, a.json, "python -m training " + " ".join(sys.argv[1:]))
 
 
 def cmd_e2e(a: argparse.Namespace) -> None:

@@ -669,10 +669,10 @@ class Annotator:
                 raise StateError("a propagation is already running; wait for it to finish")
             if not self._annotated:
                 raise StateError("nothing to propagate yet: click on an object first")
-            if not self._session_mask(frame).any():
-                raise StateError(f"frame {frame + 1} shows no object; click on one there before propagating it")
             starts = sorted({frame} | {int(a["frame"]) for a in self.annotations})
             masks = {f: np.array(m) for f in starts if (m := self._session_mask(f)).any()}
+            if frame not in masks:
+                raise StateError(f"frame {frame + 1} shows no object; click on one there before propagating it")
             version = self.version
             video = self.video
             self.propagating = True
