@@ -183,6 +183,115 @@ def _window_bias(xp: Any, tile: int, radius: int) -> Any:
     return xp.where(inside, 0.0, NEG).astype(xp.float32)
 
 
+class WindowKeys:
+    """The last ``frames`` key frames, each cut once into the windows :func:`local_topk` searches.
+
+    Why: a frame stays a key for ``frames`` steps; cutting its (tile + 2*radius)^2 windows
+    once when it arrives, into a ring buffer laid out tile by tile, lets every later search
+    hand a run of tiles to the kernel as one contiguous view instead of gathering the
+    windows of every key frame again at every step.
+
+    ``ring`` float32 (nty, ntx, frames, L*L, d+1), L = tile + 2*radius: key (slot, ky, kx) of
+    tile (ty, tx); its last column is 0 for a real cell and ``NEG`` for padding, ignored
+    cells (label -1) and empty slots, so the product itself rules them out (queries carry
+    a 1 there). ``ring_labels`` int32 (nty, ntx, frames, L*L). Slots are reused oldest
+    first; the order of keys does not matter to a top-k search. Memory: about
+    (L / tile)^2 * frames times one frame's float32 embeddings (6.25 x 7 at radius 6, tile 8).
+    """
+
+    def __init__(self, hw: tuple[int, int], d: int, frames: int, radius: int, tile: int = 8, xp: Any = np):
+        if frames < 1 or radius < 0 or tile < 1:
+            raise ValueError(f"need frames >= 1, radius >= 0 and tile >= 1; got {frames}, {radius}, {tile}")
+        self.xp, self.hw, self.d, self.frames, self.radius, self.tile = xp, tuple(hw), int(d), frames, radius, tile
+        h, w = self.hw
+        self.nty, self.ntx = -(-h // tile), -(-w // tile)
+        L = tile + 2 * radius
+        self.ring = xp.zeros((self.nty, self.ntx, frames, L * L, d + 1), dtype=xp.float32)
+        self.ring[..., d] = NEG
+        self.ring_labels = xp.full((self.nty, self.ntx, frames, L * L), -1, dtype=xp.int32)
+        self.count = 0  # frames pushed so far
+        self.latest_labels: Any = None  # int (h, w) labels of the newest key frame
+        # (tile^2, frames*L^2): 0 where key (slot, ky, kx) lies within radius of query (qy, qx)
+        self.bias = xp.tile(_window_bias(xp, tile, radius), (1, frames))
+
+    def push(self, emb: Any, labels: Any) -> None:
+        """Add one key frame: ``emb`` (h, w, d) and its ``labels`` int (h, w) (-1 = ignore),
+        replacing the oldest once ``frames`` are held."""
+        xp, d, r, tile = self.xp, self.d, self.radius, self.tile
+        h, w = self.hw
+        if tuple(emb.shape) != (h, w, d) or tuple(labels.shape) != (h, w):
+            raise ValueError(f"key frame must be ({h}, {w}, {d}) with ({h}, {w}) labels; got "
+                             f"{tuple(emb.shape)} and {tuple(labels.shape)}")
+        L = tile + 2 * r
+        kpad = xp.zeros((self.nty * tile + 2 * r, self.ntx * tile + 2 * r, d + 1), dtype=xp.float32)
+        kpad[r : r + h, r : r + w, :d] = emb
+        lpad = xp.full(kpad.shape[:2], -1, dtype=xp.int32)
+        lpad[r : r + h, r : r + w] = labels
+        kpad[..., d] = xp.where(lpad >= 0, 0.0, NEG)
+        windows = xp.lib.stride_tricks.sliding_window_view
+        slot = self.count % self.frames
+        # (nty, ntx, d+1, L, L) views of every tile's window, copied once into the slot
+        kw = windows(kpad, (L, L), axis=(0, 1))[::tile, ::tile]
+        self.ring[:, :, slot] = kw.transpose(0, 1, 3, 4, 2).reshape(self.nty, self.ntx, L * L, d + 1)
+        lw = windows(lpad, (L, L), axis=(0, 1))[::tile, ::tile]
+        self.ring_labels[:, :, slot] = lw.reshape(self.nty, self.ntx, L * L)
+        self.latest_labels = labels
+        self.count += 1
+
+    def search(self, query: Any, k: int, chunk_bytes: int = 16 << 20, active: Any = None) -> Candidates:
+        """k nearest keys of each cell of ``query`` float32 (h, w, d) among the key cells within
+        ``radius`` of it; ``active``: optional bool (h, w), tiles without an active cell are
+        skipped and get no candidates. Returns :class:`Candidates` (h*w, k), row-major cells."""
+        xp, d, tile = self.xp, self.d, self.tile
+        h, w = self.hw
+        nty, ntx = self.nty, self.ntx
+        out_s = xp.full((nty, tile, ntx, tile, k), NEG, dtype=xp.float32)
+        out_l = xp.full((nty, tile, ntx, tile, k), -1, dtype=xp.int32)
+
+        def result() -> Candidates:
+            s_ = out_s.reshape(nty * tile, ntx * tile, k)[:h, :w].reshape(h * w, k)
+            l_ = out_l.reshape(nty * tile, ntx * tile, k)[:h, :w].reshape(h * w, k)
+            return Candidates(s_, l_)
+
+        if self.count == 0:
+            return result()
+        if active is None:
+            tile_on = xp.ones((nty, ntx), dtype=bool)
+        else:
+            pad_a = xp.zeros((nty * tile, ntx * tile), dtype=bool)
+            pad_a[:h, :w] = active
+            tile_on = pad_a.reshape(nty, tile, ntx, tile).any(axis=(1, 3))
+        qpad = xp.zeros((nty * tile, ntx * tile, d + 1), dtype=xp.float32)
+        qpad[:h, :w, :d] = query
+        qpad[..., d] = 1.0
+        m = self.ring.shape[2] * self.ring.shape[3]
+        kk = min(k, m)
+        group = max(1, int(chunk_bytes // (4 * 3 * tile * tile * m)))  # the kernel's similarity blocks
+        fused = _ort(xp)
+        if fused:
+            from . import knn_ort  # noqa: PLC0415
+        on_rows = [int(i) for i in xp.nonzero(tile_on.any(axis=1))[0].tolist()]
+        for ty in on_rows:
+            band_q = qpad[ty * tile : (ty + 1) * tile].reshape(tile, ntx, tile, d + 1)
+            for a, b in _runs(tile_on[ty], group):
+                g = b - a
+                kw = self.ring[ty, a:b].reshape(g, m, d + 1)  # contiguous: no copy
+                lw = self.ring_labels[ty, a:b].reshape(g, 1, m)
+                q = xp.ascontiguousarray(band_q[:, a:b].transpose(1, 0, 2, 3)).reshape(g, tile * tile, d + 1)
+                if fused:
+                    top_s, idx = knn_ort.window_topk(q, kw, self.bias, kk)  # (g, tile^2, kk)
+                else:
+                    sims = q @ kw.transpose(0, 2, 1)  # (g, tile^2, frames*L^2)
+                    sims += self.bias
+                    idx = topk(sims.reshape(g * tile * tile, -1), kk).reshape(g, tile * tile, kk)
+                    top_s = xp.take_along_axis(sims, idx, axis=2)
+                top_l = xp.where(top_s > NEG / 2, xp.take_along_axis(lw, idx, axis=2), -1)
+                row_s, row_l = out_s[ty], out_l[ty]  # views (tile, ntx, tile, k)
+                row_s[:, a:b, :, :kk] = top_s.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3)
+                row_l[:, a:b, :, :kk] = top_l.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3)
+        return result()
+
+
 def local_topk(query: Any, keys: Any, key_labels: Any, radius: int, k: int, tile: int = 8,
                chunk_bytes: int = 16 << 20, active: Any = None) -> Candidates:
     """k nearest keys of each query cell among the cells within ``radius`` of it in ``keys``.
@@ -193,70 +302,15 @@ def local_topk(query: Any, keys: Any, key_labels: Any, radius: int, k: int, tile
     candidates). The frame is cut into tiles of ``tile`` x ``tile`` cells; tiles of one row
     are matched against the (tile + 2*radius)^2 window of every key frame with one batched
     matrix product, and candidates outside a query's own window get similarity ``NEG``.
-    Keys carry one extra dimension, 0 for real cells and ``NEG`` for padding and ignored
-    cells, so the product itself rules them out. Returns :class:`Candidates` (h*w, k) in
-    row-major cell order.
+    One-off form of :class:`WindowKeys`, which propagation keeps from frame to frame.
+    Returns :class:`Candidates` (h*w, k) in row-major cell order.
     """
     xp = get_xp(query, keys)
     h, w, d = query.shape
     p = keys.shape[0]
-    r, L = radius, tile + 2 * radius
-    nty, ntx = -(-h // tile), -(-w // tile)
-    out_s = xp.full((nty, tile, ntx, tile, k), NEG, dtype=xp.float32)
-    out_l = xp.full((nty, tile, ntx, tile, k), -1, dtype=xp.int32)
-
-    def result() -> Candidates:
-        s_ = out_s.reshape(nty * tile, ntx * tile, k)[:h, :w].reshape(h * w, k)
-        l_ = out_l.reshape(nty * tile, ntx * tile, k)[:h, :w].reshape(h * w, k)
-        return Candidates(s_, l_)
-
     if p == 0:
-        return result()
-    if active is None:
-        tile_on = xp.ones((nty, ntx), dtype=bool)
-    else:
-        pad_a = xp.zeros((nty * tile, ntx * tile), dtype=bool)
-        pad_a[:h, :w] = active
-        tile_on = pad_a.reshape(nty, tile, ntx, tile).any(axis=(1, 3))
-    qpad = xp.zeros((nty * tile, ntx * tile, d + 1), dtype=xp.float32)
-    qpad[:h, :w, :d] = query
-    qpad[..., d] = 1.0
-    kpad = xp.zeros((p, nty * tile + 2 * r, ntx * tile + 2 * r, d + 1), dtype=xp.float32)
-    kpad[:, r : r + h, r : r + w, :d] = keys
-    lpad = xp.full(kpad.shape[:3], -1, dtype=xp.int32)
-    lpad[:, r : r + h, r : r + w] = key_labels
-    kpad[..., d] = xp.where(lpad >= 0, 0.0, NEG)
-    bias = xp.tile(_window_bias(xp, tile, r), (1, p))  # (tile^2, P*L^2), keys in (p, ky, kx) order
-    m = p * L * L
-    kk = min(k, m)
-    per_tile = 4 * (m * (d + 1) * 2 + 3 * tile * tile * m)
-    group = max(1, int(chunk_bytes // per_tile))
-    fused = _ort(xp)
-    if fused:
-        from . import knn_ort  # noqa: PLC0415
-    windows = xp.lib.stride_tricks.sliding_window_view
-    on_rows = [int(i) for i in xp.nonzero(tile_on.any(axis=1))[0].tolist()]
-    for ty in on_rows:
-        # Windows of L columns starting every ``tile`` columns: views, nothing copied yet.
-        band_k = windows(kpad[:, ty * tile : ty * tile + L], L, axis=2)[:, :, ::tile]  # (P, L, ntx, d+1, L)
-        band_l = windows(lpad[:, ty * tile : ty * tile + L], L, axis=2)[:, :, ::tile]  # (P, L, ntx, L)
-        band_q = qpad[ty * tile : (ty + 1) * tile].reshape(tile, ntx, tile, d + 1)
-        for a, b in _runs(tile_on[ty], group):
-            txs = slice(a, b)  # a run of active tiles: slicing keeps views, so each gather copies once
-            g = b - a
-            # (g, P*L*L, d+1): key (p, ky, kx) of tile j is row p*L*L + ky*L + kx.
-            kw = xp.ascontiguousarray(band_k[:, :, txs].transpose(2, 0, 1, 4, 3)).reshape(g, m, d + 1)
-            lw = band_l[:, :, txs].transpose(2, 0, 1, 3).reshape(g, 1, m)
-            q = xp.ascontiguousarray(band_q[:, txs].transpose(1, 0, 2, 3)).reshape(g, tile * tile, d + 1)
-            if fused:
-                top_s, idx = knn_ort.window_topk(q, kw, bias, kk)  # (g, tile^2, kk)
-            else:
-                sims = q @ kw.transpose(0, 2, 1)  # (g, tile^2, P*L^2)
-                sims += bias
-                idx = topk(sims.reshape(g * tile * tile, -1), kk).reshape(g, tile * tile, kk)
-                top_s = xp.take_along_axis(sims, idx, axis=2)
-            top_l = xp.where(top_s > NEG / 2, xp.take_along_axis(lw, idx, axis=2), -1)
-            row_s, row_l = out_s[ty], out_l[ty]  # views (tile, ntx, tile, k)
-            row_s[:, txs, :, :kk] = top_s.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3)
-            row_l[:, txs, :, :kk] = top_l.reshape(g, tile, tile, kk).transpose(1, 0, 2, 3)
-    return result()
+        return WindowKeys((h, w), d, 1, radius, tile, xp).search(query, k, chunk_bytes, active)
+    store = WindowKeys((h, w), d, p, radius, tile, xp)
+    for j in range(p):
+        store.push(keys[j], key_labels[j])
+    return store.search(query, k, chunk_bytes, active)

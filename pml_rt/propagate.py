@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .knn import Candidates, global_topk, local_topk, merge_topk, vote
+from .knn import Candidates, WindowKeys, global_topk, merge_topk, vote
 from .xp import get_xp, to_device
 
 
@@ -69,28 +69,26 @@ def _dilate(mask: Any, radius: int) -> Any:
     return out
 
 
-def label_frame(query: Any, refs: Any, ref_labels: Any, recent: list[tuple[Any, Any]], num_labels: int,
+def label_frame(query: Any, refs: Any, ref_labels: Any, recent: WindowKeys | None, num_labels: int,
                 cfg: PropagationConfig) -> tuple[Any, Any]:
     """Scores (h*w, C) and unanimity (h*w,) of one frame's cells.
 
-    query: float32 (h, w, d); refs/ref_labels: the global pool (M, d)/(M,); recent: list of
-    (embedding (h, w, d), labels (h, w)) of earlier frames, searched within ``cfg.window``.
-    Unless ``cfg.local_everywhere``, the local search runs only where it can change the
-    answer: cells whose global neighbours disagree, or that lie within the window of an
-    object in the latest frame. Elsewhere the global neighbours, unanimous, decide.
+    query: float32 (h, w, d); refs/ref_labels: the global pool (M, d)/(M,); recent: the
+    earlier frames with their predictions (:class:`pml_rt.knn.WindowKeys`, searched within
+    ``cfg.window``), or None. Unless ``cfg.local_everywhere``, the local search runs only
+    where it can change the answer: cells whose global neighbours disagree, or that lie
+    within the window of an object in the latest frame. Elsewhere the global neighbours,
+    unanimous, decide.
     """
-    xp = get_xp(query)
     h, w, d = query.shape
     glob = global_topk(query.reshape(h * w, d), refs, ref_labels, cfg.k)
     parts: list[Candidates] = [glob]
-    if recent:
-        keys = xp.stack([e for e, _ in recent])
-        labels = xp.stack([lab for _, lab in recent])
+    if recent is not None and recent.count:
         active = None
         if not cfg.local_everywhere:
             agree = (glob.labels == glob.labels[:, :1]).all(axis=1) & (glob.labels[:, 0] == 0)
-            active = ~agree.reshape(h, w) | _dilate(labels[-1] > 0, cfg.window)
-        parts.append(local_topk(query, keys, labels, cfg.window, cfg.k, active=active))
+            active = ~agree.reshape(h, w) | _dilate(recent.latest_labels > 0, cfg.window)
+        parts.append(recent.search(query, cfg.k, active=active))
     cands = merge_topk(parts, cfg.k)
     return vote(cands, num_labels, cfg.weighting, cfg.temperature)
 
@@ -130,9 +128,10 @@ class Tracker:
         self.base_refs, self.base_labels = reference_pool(ref_emb, ref_labels, cfg.background_stride)
         self.adapted: deque[tuple[Any, Any]] = deque()  # (refs (m, d), labels (m,)), oldest first
         self.n_adapted = 0  # rows in ``adapted``, kept <= cfg.adaptation_cap
-        self.recent: deque[tuple[Any, Any]] = deque(maxlen=max(cfg.recent_frames, 1))  # (emb, labels)
+        self.recent: WindowKeys | None = None  # the last cfg.recent_frames frames with their predictions
         if cfg.recent_frames:
-            self.recent.append((ref_emb, ref_labels.astype(xp.int32)))
+            self.recent = WindowKeys(self.shape, int(ref_emb.shape[-1]), cfg.recent_frames, cfg.window, xp=xp)
+            self.recent.push(ref_emb, ref_labels.astype(xp.int32))
 
     @property
     def pool_size(self) -> int:
@@ -148,8 +147,7 @@ class Tracker:
             labels = xp.concatenate([self.base_labels] + [b for _, b in self.adapted])
         else:
             refs, labels = self.base_refs, self.base_labels
-        recent = list(self.recent) if cfg.recent_frames else []
-        scores, unanimous = label_frame(q, refs, labels, recent, self.num_labels, cfg)
+        scores, unanimous = label_frame(q, refs, labels, self.recent, self.num_labels, cfg)
         pred = xp.argmax(scores, axis=1).astype(xp.int32)
         if cfg.online_adaptation and cfg.adaptation_cap:
             sel = xp.nonzero(unanimous)[0]
@@ -160,8 +158,8 @@ class Tracker:
                 self.n_adapted += int(sel.shape[0])
                 while self.n_adapted > cfg.adaptation_cap and self.adapted:
                     self.n_adapted -= int(self.adapted.popleft()[1].shape[0])
-        if cfg.recent_frames:
-            self.recent.append((q, pred.reshape(h, w)))
+        if self.recent is not None:
+            self.recent.push(q, pred.reshape(h, w))
         return scores.T.reshape(self.num_labels, h, w)
 
 

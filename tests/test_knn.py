@@ -130,3 +130,27 @@ def test_shipped_kernels_match_their_builder():
 
     for name, data in build_graphs().items():
         assert (kernel_dir() / f"{name}.onnx").read_bytes() == data, "rebuild with: python export/build_kernels.py"
+
+
+def test_window_keys_ring_keeps_the_last_frames(xp, kernel):
+    """A ring of P key frames, pushed more than P times, searches exactly the last P frames."""
+    from pml_rt.knn import WindowKeys
+
+    rng = np.random.default_rng(11)
+    h, w, d, p, r, k = 13, 10, 5, 3, 2, 4
+    frames = rng.normal(size=(7, h, w, d)).astype(np.float32)
+    labels = rng.integers(-1, 3, size=(7, h, w)).astype(np.int32)
+    q = xp.asarray(rng.normal(size=(h, w, d)).astype(np.float32))
+    ring = WindowKeys((h, w), d, p, r, tile=4, xp=xp)
+    assert ring.search(q, k).labels.tolist() == [[-1] * k] * (h * w)  # nothing pushed: no candidates
+    for t in range(7):
+        ring.push(xp.asarray(frames[t]), xp.asarray(labels[t]))
+        lo = max(0, t + 1 - p)
+        want = local_topk(q, xp.asarray(frames[lo : t + 1]), xp.asarray(labels[lo : t + 1]), r, k, tile=4)
+        got = ring.search(q, k)
+        for a, b in ((got.sims, want.sims), (got.labels, want.labels)):
+            np.testing.assert_allclose(np.sort(np.asarray(a.tolist()), axis=1), np.sort(np.asarray(b.tolist()), axis=1),
+                                       atol=1e-5)
+    assert ring.latest_labels.tolist() == labels[-1].tolist()
+    with pytest.raises(ValueError, match="key frame"):
+        ring.push(xp.asarray(frames[0][:-1]), xp.asarray(labels[0][:-1]))

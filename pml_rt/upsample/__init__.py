@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InputError
-from ..xp import get_xp
-from .bilinear import bilinear_upsample
+from .bilinear import bilinear_labels, bilinear_upsample
+from .labels import argmax_labels
 
 METHODS = ("bilinear", "bilateral-solver", "joint-bilateral")
 # Measured best (docs/RESULTS.md): on the val split the solver adds 3.2 points of F and 1.6 of J
@@ -31,12 +31,9 @@ def check_method(method: str) -> str:
     return method
 
 
-def upsample_scores(scores: Any, out_size: tuple[int, int], method: str = "bilinear", guide: Any = None,
-                    confidence: Any = None, stride: int = 8) -> Any:
-    """scores float32 (C, h, w) -> float32 (C, H, W) with ``method``; ``guide`` uint8 (H, W, 3)."""
-    check_method(method)
-    if method == "bilinear":
-        return bilinear_upsample(scores, out_size, stride)
+def _on_edge_grid(scores: Any, out_size: tuple[int, int], method: str, guide: Any, confidence: Any,
+                  stride: int) -> tuple[Any, Any]:
+    """Check the guide of an edge-aware ``method``; return (scores, confidence) on its 8-pixel cells."""
     if guide is None:
         raise InputError(f"upsample method {method!r} needs the frame as guide")
     if tuple(guide.shape[:2]) != tuple(out_size):
@@ -51,6 +48,16 @@ def upsample_scores(scores: Any, out_size: tuple[int, int], method: str = "bilin
         scores = bilinear_upsample(scores, fine, stride // EDGE_STRIDE)
         if confidence is not None:
             confidence = bilinear_upsample(confidence[None], fine, stride // EDGE_STRIDE)[0]
+    return scores, confidence
+
+
+def upsample_scores(scores: Any, out_size: tuple[int, int], method: str = "bilinear", guide: Any = None,
+                    confidence: Any = None, stride: int = 8) -> Any:
+    """scores float32 (C, h, w) -> float32 (C, H, W) with ``method``; ``guide`` uint8 (H, W, 3)."""
+    check_method(method)
+    if method == "bilinear":
+        return bilinear_upsample(scores, out_size, stride)
+    scores, confidence = _on_edge_grid(scores, out_size, method, guide, confidence, stride)
     if method == "bilateral-solver":
         from .bilateral_solver import bilateral_solver_upsample  # noqa: PLC0415
 
@@ -62,7 +69,19 @@ def upsample_scores(scores: Any, out_size: tuple[int, int], method: str = "bilin
 
 def upsample_labels(scores: Any, out_size: tuple[int, int], method: str = "bilinear", guide: Any = None,
                     confidence: Any = None, stride: int = 8) -> Any:
-    """Label columns (H, W) uint8: argmax over C of the upsampled scores."""
-    xp = get_xp(scores)
-    up = upsample_scores(scores, out_size, method, guide, confidence, stride)
-    return xp.argmax(up, axis=0).astype(xp.uint8)
+    """Label columns (H, W) uint8: argmax over C of :func:`upsample_scores`, the same labels.
+
+    Bilinear and the bilateral solver make the labels without the full-resolution scores
+    (only pixels near a label change are computed; see their ``*_labels`` functions).
+    """
+    check_method(method)
+    if method == "bilinear":
+        return bilinear_labels(scores, out_size, stride)
+    scores, confidence = _on_edge_grid(scores, out_size, method, guide, confidence, stride)
+    if method == "bilateral-solver":
+        from .bilateral_solver import bilateral_solver_labels  # noqa: PLC0415
+
+        return bilateral_solver_labels(scores, guide, confidence)
+    from .joint_bilateral import joint_bilateral_upsample  # noqa: PLC0415
+
+    return argmax_labels(joint_bilateral_upsample(scores, guide, confidence))

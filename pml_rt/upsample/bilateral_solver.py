@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import InputError
 from ..xp import get_xp, to_device
 from .grid import bistochastize, build_grid
+from .labels import argmax_labels
 
 STRIDE = 8  # the embedding's stride: one score cell per 8x8 pixels
 
@@ -211,6 +212,41 @@ def bilateral_solver_upsample(scores: Any, guide: Any, confidence: Any = None, *
     (the smoothness term leaves constants alone).
     """
     scores, guide, confidence = check_inputs(scores, guide, confidence)
+    out = nearest_cells(scores, tuple(guide.shape[:2]))
+    solved = _solve_band(scores, guide, confidence, sigma_spatial, sigma_luma, sigma_chroma, lam, iterations, tol,
+                         band, group)
+    if solved is not None:
+        pix, vals = solved
+        out.reshape(out.shape[0], -1)[:, pix] = vals
+    return out
+
+
+def bilateral_solver_labels(scores: Any, guide: Any, confidence: Any = None, **params: Any) -> Any:
+    """``argmax`` over C of :func:`bilateral_solver_upsample` (same ``params``): uint8 (H, W).
+
+    Why: outside the solved band every pixel keeps its cell's scores, so its label is its
+    cell's label; only the band's pixels need their solved scores compared. Saves making
+    and reducing the (C, H, W) float32 scores of the whole frame.
+    """
+    scores, guide, confidence = check_inputs(scores, guide, confidence)
+    xp = get_xp(scores)
+    hh, ww = guide.shape[:2]
+    lab = argmax_labels(scores)  # (h, w)
+    full = xp.broadcast_to(lab[:, None, :, None], (lab.shape[0], STRIDE, lab.shape[1], STRIDE))
+    out = xp.ascontiguousarray(full.reshape(lab.shape[0] * STRIDE, lab.shape[1] * STRIDE)[:hh, :ww])
+    solved = _solve_band(scores, guide, confidence, **params)
+    if solved is not None:
+        pix, vals = solved
+        out.reshape(-1)[pix] = argmax_labels(vals)
+    return out
+
+
+def _solve_band(scores: Any, guide: Any, confidence: Any, sigma_spatial: int = 8,
+                sigma_luma: float = DEFAULT_SIGMA_LUMA, sigma_chroma: float | None = DEFAULT_SIGMA_CHROMA,
+                lam: float = DEFAULT_LAM, iterations: int = DEFAULT_ITERATIONS, tol: float = DEFAULT_TOL,
+                band: int | None = DEFAULT_BAND, group: int | None = DEFAULT_GROUP) -> tuple[Any, Any] | None:
+    """The solve of :func:`bilateral_solver_upsample` on checked inputs: flat pixel ids (P,)
+    of the band and their solved scores float32 (C, P), or None where no label changes."""
     if lam < 0 or iterations < 0 or (band is not None and band < 0):
         raise InputError(f"lam, iterations and band must be >= 0, got {lam}, {iterations}, {band}")
     if group is not None and (int(group) != group or group < 1 or STRIDE % group):
@@ -218,10 +254,9 @@ def bilateral_solver_upsample(scores: Any, guide: Any, confidence: Any = None, *
     xp = get_xp(scores)
     nc, h, w = scores.shape
     hh, ww = guide.shape[:2]
-    out = nearest_cells(scores, (hh, ww))
     cells = band_cells(scores, band)
     if cells.shape[0] == 0:
-        return out
+        return None
     if group is None:
         group = 1
         while group < STRIDE and cells.shape[0] * STRIDE * STRIDE > POINT_BUDGET * group * group:
@@ -273,5 +308,4 @@ def bilateral_solver_upsample(scores: Any, guide: Any, confidence: Any = None, *
     vals = grid.slice(y)  # (C, points)
     if group > 1:
         vals = _ungroup(vals.reshape(nc, cells.shape[0], -1), group).reshape(nc, -1)
-    out.reshape(nc, hh * ww)[:, pix] = vals
-    return out
+    return pix, vals
