@@ -191,12 +191,14 @@ class WindowKeys:
     hand a run of tiles to the kernel as one contiguous view instead of gathering the
     windows of every key frame again at every step.
 
-    ``ring`` float32 (nty, ntx, frames, L*L, d+1), L = tile + 2*radius: key (slot, ky, kx) of
-    tile (ty, tx); its last column is 0 for a real cell and ``NEG`` for padding, ignored
-    cells (label -1) and empty slots, so the product itself rules them out (queries carry
-    a 1 there). ``ring_labels`` int32 (nty, ntx, frames, L*L). Slots are reused oldest
-    first; the order of keys does not matter to a top-k search. Memory: about
-    (L / tile)^2 * frames times one frame's float32 embeddings (6.25 x 7 at radius 6, tile 8).
+    ``ring`` float32 (nty, ntx, frames, L, L, d+1), L = tile + 2*radius: key (slot, ky, kx)
+    of tile (ty, tx); its last column is 0 for a real cell and ``NEG`` for padding and
+    ignored cells (label -1), so the product itself rules them out (queries carry a 1
+    there). ``ring_labels`` int32 (nty, ntx, frames, L, L). Slots are reused oldest first;
+    the order of keys does not matter to a top-k search. Slots not yet filled stay zero and
+    are ruled out by :attr:`bias` (so a new ring costs no pass over its memory). Memory:
+    about (L / tile)^2 * frames times one frame's float32 embeddings (6.25 x 7 at radius 6,
+    tile 8).
     """
 
     def __init__(self, hw: tuple[int, int], d: int, frames: int, radius: int, tile: int = 8, xp: Any = np):
@@ -206,13 +208,23 @@ class WindowKeys:
         h, w = self.hw
         self.nty, self.ntx = -(-h // tile), -(-w // tile)
         L = tile + 2 * radius
-        self.ring = xp.zeros((self.nty, self.ntx, frames, L * L, d + 1), dtype=xp.float32)
-        self.ring[..., d] = NEG
-        self.ring_labels = xp.full((self.nty, self.ntx, frames, L * L), -1, dtype=xp.int32)
+        self.ring = xp.zeros((self.nty, self.ntx, frames, L, L, d + 1), dtype=xp.float32)
+        self.ring_labels = xp.full((self.nty, self.ntx, frames, L, L), -1, dtype=xp.int32)
         self.count = 0  # frames pushed so far
         self.latest_labels: Any = None  # int (h, w) labels of the newest key frame
         # (tile^2, frames*L^2): 0 where key (slot, ky, kx) lies within radius of query (qy, qx)
-        self.bias = xp.tile(_window_bias(xp, tile, radius), (1, frames))
+        self._window_bias = xp.tile(_window_bias(xp, tile, radius), (1, frames))
+
+    @property
+    def bias(self) -> Any:
+        """float32 (tile^2, frames*L^2) added to the products: ``NEG`` outside each query's
+        window and in slots not yet filled, else 0."""
+        filled = min(self.count, self.frames)
+        if filled == self.frames:
+            return self._window_bias
+        bias = self._window_bias.copy()
+        bias[:, filled * (self.tile + 2 * self.radius) ** 2 :] = NEG
+        return bias
 
     def push(self, emb: Any, labels: Any) -> None:
         """Add one key frame: ``emb`` (h, w, d) and its ``labels`` int (h, w) (-1 = ignore),
@@ -232,9 +244,8 @@ class WindowKeys:
         slot = self.count % self.frames
         # (nty, ntx, d+1, L, L) views of every tile's window, copied once into the slot
         kw = windows(kpad, (L, L), axis=(0, 1))[::tile, ::tile]
-        self.ring[:, :, slot] = kw.transpose(0, 1, 3, 4, 2).reshape(self.nty, self.ntx, L * L, d + 1)
-        lw = windows(lpad, (L, L), axis=(0, 1))[::tile, ::tile]
-        self.ring_labels[:, :, slot] = lw.reshape(self.nty, self.ntx, L * L)
+        self.ring[:, :, slot] = kw.transpose(0, 1, 3, 4, 2)
+        self.ring_labels[:, :, slot] = windows(lpad, (L, L), axis=(0, 1))[::tile, ::tile]
         self.latest_labels = labels
         self.count += 1
 
@@ -264,7 +275,8 @@ class WindowKeys:
         qpad = xp.zeros((nty * tile, ntx * tile, d + 1), dtype=xp.float32)
         qpad[:h, :w, :d] = query
         qpad[..., d] = 1.0
-        m = self.ring.shape[2] * self.ring.shape[3]
+        m = self.frames * (tile + 2 * self.radius) ** 2
+        bias = self.bias
         kk = min(k, m)
         group = max(1, int(chunk_bytes // (4 * 3 * tile * tile * m)))  # the kernel's similarity blocks
         fused = _ort(xp)
@@ -279,10 +291,10 @@ class WindowKeys:
                 lw = self.ring_labels[ty, a:b].reshape(g, 1, m)
                 q = xp.ascontiguousarray(band_q[:, a:b].transpose(1, 0, 2, 3)).reshape(g, tile * tile, d + 1)
                 if fused:
-                    top_s, idx = knn_ort.window_topk(q, kw, self.bias, kk)  # (g, tile^2, kk)
+                    top_s, idx = knn_ort.window_topk(q, kw, bias, kk)  # (g, tile^2, kk)
                 else:
                     sims = q @ kw.transpose(0, 2, 1)  # (g, tile^2, frames*L^2)
-                    sims += self.bias
+                    sims += bias
                     idx = topk(sims.reshape(g * tile * tile, -1), kk).reshape(g, tile * tile, kk)
                     top_s = xp.take_along_axis(sims, idx, axis=2)
                 top_l = xp.where(top_s > NEG / 2, xp.take_along_axis(lw, idx, axis=2), -1)

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .knn import Candidates, WindowKeys, global_topk, merge_topk, vote
+from .knn import NEG, Candidates, WindowKeys, global_topk, merge_topk, vote
 from .xp import get_xp, to_device
 
 
@@ -34,6 +34,7 @@ class PropagationConfig:
     recent_frames: int = 7  # earlier frames whose predictions serve as local references (0: off)
     window: int = 6  # radius, in cells, of the local search in recent frames
     local_everywhere: bool = False  # search recent frames at every cell, not only where it can matter
+    far_stride: int = 2  # cells beyond ``window`` of the latest object: global search coarse to fine (1: off)
     weighting: str = "softmax"  # "majority" (paper) or "softmax" of similarities
     temperature: float = 0.1  # of the softmax weighting
 
@@ -42,6 +43,8 @@ class PropagationConfig:
             raise ValueError(f"k must be at least 1, got {self.k}")
         if self.background_stride < 1 or self.adaptation_cap < 0:
             raise ValueError("background_stride must be >= 1 and adaptation_cap >= 0")
+        if self.far_stride < 1:
+            raise ValueError(f"far_stride must be >= 1, got {self.far_stride}")
         if self.recent_frames < 0 or self.window < 0:
             raise ValueError("recent_frames and window must be >= 0")
         if self.weighting not in ("majority", "softmax"):
@@ -81,16 +84,62 @@ def label_frame(query: Any, refs: Any, ref_labels: Any, recent: WindowKeys | Non
     unanimous, decide.
     """
     h, w, d = query.shape
-    glob = global_topk(query.reshape(h * w, d), refs, ref_labels, cfg.k)
+    near = None
+    if recent is not None and recent.count and cfg.far_stride > 1 and not cfg.local_everywhere:
+        near = _dilate(recent.latest_labels > 0, cfg.window)
+    glob = global_candidates(query, refs, ref_labels, cfg.k, near, cfg.far_stride)
     parts: list[Candidates] = [glob]
     if recent is not None and recent.count:
         active = None
         if not cfg.local_everywhere:
             agree = (glob.labels == glob.labels[:, :1]).all(axis=1) & (glob.labels[:, 0] == 0)
-            active = ~agree.reshape(h, w) | _dilate(recent.latest_labels > 0, cfg.window)
+            active = ~agree.reshape(h, w) | (near if near is not None else _dilate(recent.latest_labels > 0, cfg.window))
         parts.append(recent.search(query, cfg.k, active=active))
     cands = merge_topk(parts, cfg.k)
     return vote(cands, num_labels, cfg.weighting, cfg.temperature)
+
+
+def global_candidates(query: Any, refs: Any, ref_labels: Any, k: int, near: Any = None, stride: int = 1) -> Candidates:
+    """Global k nearest references (h*w, k) of every cell of ``query`` float32 (h, w, d).
+
+    With ``near`` (bool (h, w): cells within reach of the object) and ``stride`` > 1, cells
+    elsewhere are searched coarse to fine: first only every ``stride``-th cell per axis; a
+    coarse cell whose neighbours are not all background gets the cells of its own and the
+    next coarse blocks searched too; every other cell takes its coarse cell's candidates
+    (all background). Far from the object that is what a full search finds, at a fraction
+    of the cost; ``near=None`` or ``stride=1`` searches every cell.
+    """
+    xp = get_xp(query)
+    h, w, d = query.shape
+    flat = query.reshape(h * w, d)
+    if near is None or stride <= 1:
+        return global_topk(flat, refs, ref_labels, k)
+    sims = xp.full((h * w, k), NEG, dtype=xp.float32)
+    labels = xp.full((h * w, k), -1, dtype=xp.int32)
+
+    def search(cells: Any) -> None:
+        idx = xp.flatnonzero(cells.reshape(-1))
+        if idx.shape[0]:
+            c = global_topk(flat[idx], refs, ref_labels, k)
+            sims[idx], labels[idx] = c.sims, c.labels
+
+    grid = xp.zeros((h, w), dtype=bool)
+    grid[::stride, ::stride] = True
+    first = near | grid
+    search(first)
+    # Coarse cells with any non-background neighbour: search their block and the blocks around it.
+    doubt = (labels != 0).any(axis=1).reshape(h, w) & grid
+    ys = xp.arange(h) // stride * stride  # each cell's coarse cell
+    xs = xp.arange(w) // stride * stride
+    # a cell whose coarse cell lies within one coarse step of a doubtful one
+    blocks = xp.take(xp.take(_dilate(doubt, stride), ys, axis=0), xs, axis=1)
+    second = blocks & ~first
+    search(second)
+    rest = xp.flatnonzero((~(first | second)).reshape(-1))
+    if rest.shape[0]:  # each takes its coarse cell's candidates
+        rep = ys[rest // w] * w + xs[rest % w]
+        sims[rest], labels[rest] = sims[rep], labels[rep]
+    return Candidates(sims, labels)
 
 
 def reference_pool(ref_emb: Any, ref_labels: Any, background_stride: int = 1) -> tuple[Any, Any]:

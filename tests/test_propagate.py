@@ -186,3 +186,50 @@ def test_keyframe_evaluation_scores_every_count_on_the_same_frames(segmenter, tm
     for gt in scored:
         np.testing.assert_array_equal(gt, truth[[1, 5]])
     assert all(0 <= c["J&F-Mean"] <= 1 for c in report["configs"].values())
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_coarse_far_search_finds_what_the_full_search_finds(xp, stride, monkeypatch):
+    """Far from the latest object, cells are searched on a coarse grid first; an object blob
+    there (one that reappears, say) still gets the full search around it, so every cell's
+    label matches the full search, with fewer cells searched. (A blob must cover a coarse
+    cell to be seen: one of stride x stride cells always does.)"""
+    import pml_rt.propagate as prop
+    from pml_rt.knn import global_topk, vote
+
+    h, w = 24, 30
+    lab = np.zeros((h, w), np.int64)
+    lab[3:8, 4:9] = 1  # the object, near
+    lab[17 : 17 + stride, 22 : 22 + stride] = 2  # a small blob of another object, far away
+    q = _embeddings(xp, lab[None], noise=0.3, seed=3)[0].astype(xp.float32)
+    ref_lab = np.zeros((h, w), np.int32)
+    ref_lab[2:7, 3:8], ref_lab[10:12, 10:12] = 1, 2
+    refs, ref_labels = reference_pool(_embeddings(xp, ref_lab[None], noise=0.3, seed=4)[0].astype(xp.float32),
+                                      xp.asarray(ref_lab), background_stride=2)
+    near = np.zeros((h, w), bool)
+    near[0:12, 0:13] = True
+    searched = []
+    monkeypatch.setattr(prop, "global_topk", lambda qq, *a: searched.append(qq.shape[0]) or global_topk(qq, *a))
+    got = prop.global_candidates(q, refs, ref_labels, 5, xp.asarray(near), stride)
+    want = global_topk(q.reshape(h * w, -1), refs, ref_labels, 5)
+    labels = [np.asarray(vote(c, 3)[0].argmax(axis=1).tolist()) for c in (got, want)]
+    np.testing.assert_array_equal(labels[0], labels[1])
+    assert (labels[0].reshape(h, w)[17 : 17 + stride, 22 : 22 + stride] == 2).mean() > 0.5  # the far blob is found
+    assert sum(searched) < h * w  # and fewer cells were searched
+    np.testing.assert_array_equal(np.asarray(prop.global_candidates(q, refs, ref_labels, 5, None, stride).sims.tolist()),
+                                  np.asarray(want.sims.tolist()))  # no near map: the full search
+
+
+def test_far_stride_changes_little_in_propagation(xp):
+    truth = _moving_labels(t=8, h=20, w=24)
+    emb = _embeddings(xp, truth, noise=0.2)
+    ref = xp.asarray(truth[0].astype(np.int32))
+    out = {}
+    for s in (1, 2):
+        cfg = PropagationConfig(far_stride=s, window=2)
+        out[s] = np.stack([np.asarray(xp.argmax(sc, axis=0).tolist())
+                           for _, sc in propagate_scores(emb, 0, ref, 3, cfg, xp=xp)])
+    assert (out[1] == truth[1:]).mean() > 0.97
+    assert (out[2] != out[1]).mean() < 0.01
+    with pytest.raises(ValueError, match="far_stride"):
+        PropagationConfig(far_stride=0).validate()
