@@ -24,6 +24,7 @@ from .backends import create_backend
 from .backends.base import Backend
 from .errors import InputError
 from .io import VideoSource, open_video, read_mask
+from .overlap import SearchAhead, overlap_enabled
 from .propagate import PropagationConfig, keyframe_scores, propagate_scores
 from .registry import DEFAULT_MODEL, INPUT_SCALES, ModelConfig, get_model_config
 from .upsample import DEFAULT_METHOD, check_method, needs_guide, upsample_labels
@@ -450,9 +451,14 @@ class EmbeddedVideo:
         # Device scores stay on the device (5000 frames x 2 labels: 128 MB); host ones may spill.
         scores: Any = _DeviceScores() if on_device else SpillStore(
             n, (c, h, w), np.float16, on_disk=n * c * h * w * 2 > SCORE_SPILL_BYTES)
+        searches = lambda: _progress(search(emb, xp), self.num_frames - len(given), "propagate", progress)  # noqa: E731
+        ahead = None
         try:
-            for t, s in _progress(search(emb, xp), self.num_frames - len(given), "propagate", progress):
-                scores[t] = s.astype(xp.float16)
+            if on_device or not overlap_enabled():
+                for t, s in searches():
+                    scores[t] = s.astype(xp.float16)
+            else:  # the search runs ahead on a worker thread while this one upsamples (pml_rt.overlap)
+                ahead = SearchAhead(searches, scores)
             lut = to_device(objects.lut(), xp)
             frames = iter(self.source) if needs_guide(upsample) else None
             for t in range(self.num_frames):
@@ -460,10 +466,13 @@ class EmbeddedVideo:
                 if t in given:
                     yield t, given[t]
                     continue
-                labels = upsample_labels(scores.pop(t).astype(xp.float32), self.frame_size, upsample,
+                s16 = ahead.take(t) if ahead is not None else scores.pop(t)
+                labels = upsample_labels(s16.astype(xp.float32), self.frame_size, upsample,
                                          None if guide is None else to_device(guide, xp), stride=self.config.stride)
                 yield t, to_host(lut[labels])  # the one copy to the host: the finished mask
         finally:
+            if ahead is not None:
+                ahead.stop()
             scores.close()
 
     def propagate(self, mask: Any, frame: int = 0, k: int = 5, online_adaptation: bool = True, *,
