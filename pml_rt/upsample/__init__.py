@@ -6,7 +6,7 @@ Methods: ``"bilinear"`` (fast, blurs boundaries), ``"joint-bilateral"`` and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import InputError
 from .bilinear import bilinear_labels, bilinear_upsample
@@ -51,20 +51,30 @@ def _on_edge_grid(scores: Any, out_size: tuple[int, int], method: str, guide: An
     return scores, confidence
 
 
+def _edge_functions(method: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """(scores function, labels function) of an edge-aware method, each ``f(scores, guide, confidence)``."""
+    if method == "bilateral-solver":
+        from .bilateral_solver import bilateral_solver_labels, bilateral_solver_upsample  # noqa: PLC0415
+
+        return bilateral_solver_upsample, bilateral_solver_labels
+    from .joint_bilateral import joint_bilateral_upsample  # noqa: PLC0415
+
+    return joint_bilateral_upsample, lambda s, g, c: argmax_labels(joint_bilateral_upsample(s, g, c))
+
+
+def _upsample(scores: Any, out_size: tuple[int, int], method: str, guide: Any, confidence: Any, stride: int,
+              labels: bool) -> Any:
+    check_method(method)
+    if method == "bilinear":
+        return (bilinear_labels if labels else bilinear_upsample)(scores, out_size, stride)
+    scores, confidence = _on_edge_grid(scores, out_size, method, guide, confidence, stride)
+    return _edge_functions(method)[int(labels)](scores, guide, confidence)
+
+
 def upsample_scores(scores: Any, out_size: tuple[int, int], method: str = "bilinear", guide: Any = None,
                     confidence: Any = None, stride: int = 8) -> Any:
     """scores float32 (C, h, w) -> float32 (C, H, W) with ``method``; ``guide`` uint8 (H, W, 3)."""
-    check_method(method)
-    if method == "bilinear":
-        return bilinear_upsample(scores, out_size, stride)
-    scores, confidence = _on_edge_grid(scores, out_size, method, guide, confidence, stride)
-    if method == "bilateral-solver":
-        from .bilateral_solver import bilateral_solver_upsample  # noqa: PLC0415
-
-        return bilateral_solver_upsample(scores, guide, confidence)
-    from .joint_bilateral import joint_bilateral_upsample  # noqa: PLC0415
-
-    return joint_bilateral_upsample(scores, guide, confidence)
+    return _upsample(scores, out_size, method, guide, confidence, stride, labels=False)
 
 
 def upsample_labels(scores: Any, out_size: tuple[int, int], method: str = "bilinear", guide: Any = None,
@@ -74,14 +84,4 @@ def upsample_labels(scores: Any, out_size: tuple[int, int], method: str = "bilin
     Bilinear and the bilateral solver make the labels without the full-resolution scores
     (only pixels near a label change are computed; see their ``*_labels`` functions).
     """
-    check_method(method)
-    if method == "bilinear":
-        return bilinear_labels(scores, out_size, stride)
-    scores, confidence = _on_edge_grid(scores, out_size, method, guide, confidence, stride)
-    if method == "bilateral-solver":
-        from .bilateral_solver import bilateral_solver_labels  # noqa: PLC0415
-
-        return bilateral_solver_labels(scores, guide, confidence)
-    from .joint_bilateral import joint_bilateral_upsample  # noqa: PLC0415
-
-    return argmax_labels(joint_bilateral_upsample(scores, guide, confidence))
+    return _upsample(scores, out_size, method, guide, confidence, stride, labels=True)
