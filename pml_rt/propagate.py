@@ -31,6 +31,9 @@ class PropagationConfig:
     online_adaptation: bool = True  # add unanimous cells to the reference pool
     adaptation_cap: int = 1024  # most adapted references kept (oldest leave first)
     background_stride: int = 2  # keep every n-th annotated background cell per axis (objects: all)
+    # Larger frames keep references at the density of a frame of this many cells (854x480 at
+    # stride 8): background and objects on a grid of floor(sqrt(cells / pool_cells)) more (0: off)
+    pool_cells: int = 6420
     recent_frames: int = 7  # earlier frames whose predictions serve as local references (0: off)
     window: int = 6  # radius, in cells, of the local search in recent frames
     local_everywhere: bool = False  # search recent frames at every cell, not only where it can matter
@@ -41,8 +44,8 @@ class PropagationConfig:
     def validate(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
-        if self.background_stride < 1 or self.adaptation_cap < 0:
-            raise ValueError("background_stride must be >= 1 and adaptation_cap >= 0")
+        if self.background_stride < 1 or self.adaptation_cap < 0 or self.pool_cells < 0:
+            raise ValueError("background_stride must be >= 1, adaptation_cap and pool_cells >= 0")
         if self.far_stride < 1:
             raise ValueError(f"far_stride must be >= 1, got {self.far_stride}")
         if self.recent_frames < 0 or self.window < 0:
@@ -142,23 +145,42 @@ def global_candidates(query: Any, refs: Any, ref_labels: Any, k: int, near: Any 
     return Candidates(sims, labels)
 
 
-def reference_pool(ref_emb: Any, ref_labels: Any, background_stride: int = 1) -> tuple[Any, Any]:
+def reference_pool(ref_emb: Any, ref_labels: Any, background_stride: int = 1, object_stride: int = 1,
+                   small_object: int = 256) -> tuple[Any, Any]:
     """Reference rows (M, d) and labels (M,) from an annotated frame's cells.
 
-    Every object cell is kept; background cells only on a grid of ``background_stride``
-    (the background is large and repetitive, and the search cost grows with M).
+    Object cells are kept on a grid of ``object_stride`` per axis (1: every one; an object
+    of at most ``small_object`` cells keeps them all), background cells on a grid of
+    ``background_stride`` (the background is large and repetitive, and the search cost
+    grows with M).
     """
     xp = get_xp(ref_emb)
     h, w = ref_labels.shape
-    keep = ref_labels > 0
-    if background_stride > 1:
-        grid = xp.zeros((h, w), dtype=bool)
-        grid[::background_stride, ::background_stride] = True
-        keep = keep | grid
+
+    def grid(stride: int) -> Any:
+        g = xp.zeros((h, w), dtype=bool)
+        g[::stride, ::stride] = True
+        return g
+
+    objects = ref_labels > 0
+    keep = ~objects & grid(background_stride)
+    if object_stride > 1:
+        on_grid = grid(object_stride)
+        for j in [int(v) for v in xp.unique(ref_labels[objects]).tolist()]:
+            cells = ref_labels == j
+            keep |= cells & on_grid if int(cells.sum()) > small_object else cells
     else:
-        keep = xp.ones((h, w), dtype=bool)
+        keep |= objects
     idx = xp.nonzero(keep.reshape(-1))[0]
     return ref_emb.reshape(h * w, -1)[idx], ref_labels.reshape(-1)[idx].astype(xp.int32)
+
+
+def density_stride(cells: int, pool_cells: int) -> int:
+    """Grid step per axis that keeps a frame of ``cells`` cells at the reference density of
+    a frame of ``pool_cells`` (0: 1, every cell): ``floor(sqrt(cells / pool_cells))``."""
+    if pool_cells <= 0 or cells <= pool_cells:
+        return 1
+    return max(1, int((cells / pool_cells) ** 0.5))
 
 
 class Tracker:
@@ -174,7 +196,8 @@ class Tracker:
         xp = get_xp(ref_emb)
         self.xp, self.cfg, self.num_labels = xp, cfg, num_labels
         self.shape = tuple(ref_labels.shape)  # (h, w) cells
-        self.base_refs, self.base_labels = reference_pool(ref_emb, ref_labels, cfg.background_stride)
+        thin = density_stride(int(ref_labels.size), cfg.pool_cells)  # 1 up to ~4x the cells of 854x480
+        self.base_refs, self.base_labels = reference_pool(ref_emb, ref_labels, cfg.background_stride * thin, thin)
         self.adapted: deque[tuple[Any, Any]] = deque()  # (refs (m, d), labels (m,)), oldest first
         self.n_adapted = 0  # rows in ``adapted``, kept <= cfg.adaptation_cap
         self.recent: WindowKeys | None = None  # the last cfg.recent_frames frames with their predictions

@@ -233,3 +233,45 @@ def test_far_stride_changes_little_in_propagation(xp):
     assert (out[2] != out[1]).mean() < 0.01
     with pytest.raises(ValueError, match="far_stride"):
         PropagationConfig(far_stride=0).validate()
+
+
+def test_reference_pool_thins_large_objects_keeps_small_ones(xp):
+    lab = np.zeros((12, 12), np.int32)
+    lab[0:8, 0:8] = 1  # 64 cells: thinned on the object grid
+    lab[10:12, 10:12] = 2  # 4 cells: kept whole
+    e = xp.asarray(np.random.default_rng(1).normal(size=(12, 12, 4)).astype(np.float32))
+    _, labels = reference_pool(e, xp.asarray(lab), background_stride=4, object_stride=2, small_object=10)
+    labels = np.asarray(labels.tolist())
+    assert (labels == 1).sum() == 16  # rows and columns 0, 2, 4, 6
+    assert (labels == 2).sum() == 4
+    bg_grid = np.zeros((12, 12), bool)
+    bg_grid[::4, ::4] = True
+    assert (labels == 0).sum() == (bg_grid & (lab == 0)).sum()
+
+
+def test_density_stride():
+    from pml_rt.propagate import density_stride
+
+    assert [density_stride(c, 6420) for c in (100, 6420, 14400, 32400, 129600)] == [1, 1, 1, 2, 4]
+    assert density_stride(10**6, 0) == 1
+
+
+def test_large_frames_keep_references_at_the_480p_density(xp):
+    """A frame of 4x the cells of 854x480 searches about a quarter of the references and
+    labels a moving object as the full pool does."""
+    truth = np.zeros((4, 120, 216), np.int64)
+    for t in range(4):
+        truth[t, 30:70, 40 + 3 * t : 100 + 3 * t] = 1
+    emb = _embeddings(xp, truth, noise=0.1)
+    ref = xp.asarray(truth[0].astype(np.int32))
+    out = {}
+    for pc in (0, 6420):
+        cfg = PropagationConfig(pool_cells=pc)
+        out[pc] = np.stack([np.asarray(xp.argmax(s, axis=0).tolist())
+                            for _, s in propagate_scores(emb, 0, ref, 2, cfg, xp=xp)])
+    assert (out[6420] == truth[1:]).mean() > 0.99
+    assert (out[6420] != out[0]).mean() < 0.005
+    from pml_rt.propagate import Tracker
+
+    sizes = [Tracker(emb[0].astype(xp.float32), ref, 2, PropagationConfig(pool_cells=pc)).pool_size for pc in (0, 6420)]
+    assert sizes[1] < 0.3 * sizes[0]
