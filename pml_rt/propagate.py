@@ -9,7 +9,10 @@ object's changing appearance, each optional and measured in ``docs/RESULTS.md``:
 - recent-frame references: the predictions of the last few frames, searched only within a
   window around each cell, as self-supervised label propagation does.
 
-Propagation runs forward from the annotated frame to the end, then backward to the start.
+Cost: the global search far from the object runs coarse to fine (``far_stride``), and frames
+larger than 854x480 keep references at its density (``pool_cells``); both chosen on the train
+split (docs/RESULTS.md). Propagation runs forward from the annotated frame to the end, then
+backward to the start.
 Written against an array module: embeddings may be NumPy or CuPy arrays.
 """
 
@@ -30,7 +33,7 @@ class PropagationConfig:
     k: int = 5  # neighbours per vote (paper: 5 for masks, 1 for clicks)
     online_adaptation: bool = True  # add unanimous cells to the reference pool
     adaptation_cap: int = 1024  # most adapted references kept (oldest leave first)
-    background_stride: int = 2  # keep every n-th annotated background cell per axis (objects: all)
+    background_stride: int = 2  # keep every n-th annotated background cell per axis (objects: all, see pool_cells)
     # Larger frames keep references at the density of a frame of this many cells (854x480 at
     # stride 8): background and objects on a grid of floor(sqrt(cells / pool_cells)) more (0: off)
     pool_cells: int = 6420
