@@ -118,3 +118,16 @@ def test_eval_on_fake_davis(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "toy" in out and "mean" in out
     assert len(list((tmp_path / "ev" / "toy").glob("*.png"))) == 4
+
+
+def test_large_frames_get_an_input_scale_hint(clip_dir, tmp_path, capsys):
+    from pml_rt.cli import large_frame_hint
+
+    assert "--input-scale 0.5" in large_frame_hint((1080, 1920), 1.0)
+    assert large_frame_hint((1080, 1920), 0.5) is None
+    assert large_frame_hint((480, 854), 1.0) is None
+    assert large_frame_hint((720, 1280), 1.0) is None
+    # the small test clip gets no hint
+    d, mask, _ = clip_dir
+    assert main(["-q", "segment", str(d), "--mask", str(mask), "--out", str(tmp_path / "o")]) == 0
+    assert "--input-scale" not in capsys.readouterr().err
