@@ -63,6 +63,13 @@ def _frame(emb: Any, t: int, xp: Any) -> Any:
     return xp.asarray(emb[t], dtype=xp.float32)
 
 
+def _grid(xp: Any, shape: tuple[int, int], stride: int) -> Any:
+    """bool (h, w): True on every ``stride``-th cell per axis, from (0, 0)."""
+    g = xp.zeros(shape, dtype=bool)
+    g[::stride, ::stride] = True
+    return g
+
+
 def _dilate(mask: Any, radius: int) -> Any:
     """Binary dilation of a (h, w) bool map by a (2r+1)^2 square, by shifted ORs."""
     xp = get_xp(mask)
@@ -90,16 +97,17 @@ def label_frame(query: Any, refs: Any, ref_labels: Any, recent: WindowKeys | Non
     unanimous, decide.
     """
     h, w, d = query.shape
-    near = None
-    if recent is not None and recent.count and cfg.far_stride > 1 and not cfg.local_everywhere:
+    searched = recent is not None and recent.count > 0
+    near = None  # cells within the window of an object in the latest frame
+    if searched and not cfg.local_everywhere:
         near = _dilate(recent.latest_labels > 0, cfg.window)
     glob = global_candidates(query, refs, ref_labels, cfg.k, near, cfg.far_stride)
     parts: list[Candidates] = [glob]
-    if recent is not None and recent.count:
+    if searched:
         active = None
-        if not cfg.local_everywhere:
+        if near is not None:
             agree = (glob.labels == glob.labels[:, :1]).all(axis=1) & (glob.labels[:, 0] == 0)
-            active = ~agree.reshape(h, w) | (near if near is not None else _dilate(recent.latest_labels > 0, cfg.window))
+            active = ~agree.reshape(h, w) | near
         parts.append(recent.search(query, cfg.k, active=active))
     cands = merge_topk(parts, cfg.k)
     return vote(cands, num_labels, cfg.weighting, cfg.temperature)
@@ -129,8 +137,7 @@ def global_candidates(query: Any, refs: Any, ref_labels: Any, k: int, near: Any 
             c = global_topk(flat[idx], refs, ref_labels, k)
             sims[idx], labels[idx] = c.sims, c.labels
 
-    grid = xp.zeros((h, w), dtype=bool)
-    grid[::stride, ::stride] = True
+    grid = _grid(xp, (h, w), stride)
     first = near | grid
     search(first)
     # Coarse cells with any non-background neighbour: search their block and the blocks around it.
@@ -159,16 +166,10 @@ def reference_pool(ref_emb: Any, ref_labels: Any, background_stride: int = 1, ob
     """
     xp = get_xp(ref_emb)
     h, w = ref_labels.shape
-
-    def grid(stride: int) -> Any:
-        g = xp.zeros((h, w), dtype=bool)
-        g[::stride, ::stride] = True
-        return g
-
     objects = ref_labels > 0
-    keep = ~objects & grid(background_stride)
+    keep = ~objects & _grid(xp, (h, w), background_stride)
     if object_stride > 1:
-        on_grid = grid(object_stride)
+        on_grid = _grid(xp, (h, w), object_stride)
         for j in [int(v) for v in xp.unique(ref_labels[objects]).tolist()]:
             cells = ref_labels == j
             keep |= cells & on_grid if int(cells.sum()) > small_object else cells
