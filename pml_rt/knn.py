@@ -207,7 +207,7 @@ class WindowKeys:
         self.xp, self.hw, self.d, self.frames, self.radius, self.tile = xp, tuple(hw), int(d), frames, radius, tile
         h, w = self.hw
         self.nty, self.ntx = -(-h // tile), -(-w // tile)
-        L = tile + 2 * radius
+        self.side = L = tile + 2 * radius  # cells per side of a tile's window
         self.ring = xp.zeros((self.nty, self.ntx, frames, L, L, d + 1), dtype=xp.float32)
         self.ring_labels = xp.full((self.nty, self.ntx, frames, L, L), -1, dtype=xp.int32)
         self.count = 0  # frames pushed so far
@@ -223,18 +223,17 @@ class WindowKeys:
         if filled == self.frames:
             return self._window_bias
         bias = self._window_bias.copy()
-        bias[:, filled * (self.tile + 2 * self.radius) ** 2 :] = NEG
+        bias[:, filled * self.side**2 :] = NEG
         return bias
 
     def push(self, emb: Any, labels: Any) -> None:
         """Add one key frame: ``emb`` (h, w, d) and its ``labels`` int (h, w) (-1 = ignore),
         replacing the oldest once ``frames`` are held."""
-        xp, d, r, tile = self.xp, self.d, self.radius, self.tile
+        xp, d, r, tile, L = self.xp, self.d, self.radius, self.tile, self.side
         h, w = self.hw
         if tuple(emb.shape) != (h, w, d) or tuple(labels.shape) != (h, w):
             raise ValueError(f"key frame must be ({h}, {w}, {d}) with ({h}, {w}) labels; got "
                              f"{tuple(emb.shape)} and {tuple(labels.shape)}")
-        L = tile + 2 * r
         kpad = xp.zeros((self.nty * tile + 2 * r, self.ntx * tile + 2 * r, d + 1), dtype=xp.float32)
         kpad[r : r + h, r : r + w, :d] = emb
         lpad = xp.full(kpad.shape[:2], -1, dtype=xp.int32)
@@ -275,7 +274,7 @@ class WindowKeys:
         qpad = xp.zeros((nty * tile, ntx * tile, d + 1), dtype=xp.float32)
         qpad[:h, :w, :d] = query
         qpad[..., d] = 1.0
-        m = self.frames * (tile + 2 * self.radius) ** 2
+        m = self.frames * self.side**2
         bias = self.bias
         kk = min(k, m)
         group = max(1, int(chunk_bytes // (4 * 3 * tile * tile * m)))  # the kernel's similarity blocks
@@ -320,9 +319,7 @@ def local_topk(query: Any, keys: Any, key_labels: Any, radius: int, k: int, tile
     xp = get_xp(query, keys)
     h, w, d = query.shape
     p = keys.shape[0]
-    if p == 0:
-        return WindowKeys((h, w), d, 1, radius, tile, xp).search(query, k, chunk_bytes, active)
-    store = WindowKeys((h, w), d, p, radius, tile, xp)
+    store = WindowKeys((h, w), d, max(p, 1), radius, tile, xp)  # no keys: nothing pushed, no candidates
     for j in range(p):
         store.push(keys[j], key_labels[j])
     return store.search(query, k, chunk_bytes, active)

@@ -229,11 +229,7 @@ def bilateral_solver_labels(scores: Any, guide: Any, confidence: Any = None, **p
     and reducing the (C, H, W) float32 scores of the whole frame.
     """
     scores, guide, confidence = check_inputs(scores, guide, confidence)
-    xp = get_xp(scores)
-    hh, ww = guide.shape[:2]
-    lab = argmax_labels(scores)  # (h, w)
-    full = xp.broadcast_to(lab[:, None, :, None], (lab.shape[0], STRIDE, lab.shape[1], STRIDE))
-    out = xp.ascontiguousarray(full.reshape(lab.shape[0] * STRIDE, lab.shape[1] * STRIDE)[:hh, :ww])
+    out = nearest_cells(argmax_labels(scores)[None], tuple(guide.shape[:2]))[0]  # each pixel: its cell's label
     solved = _solve_band(scores, guide, confidence, **params)
     if solved is not None:
         pix, vals = solved
