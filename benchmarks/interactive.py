@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
     p.add_argument("--smoothing", default=None,
                    help="session smoothing box FRAMES,ROWS,COLS (e.g. 3,3,3) or none (default: the session's)")
+    p.add_argument("--temporal", default=None,
+                   help="session temporal share in [0, 1) or none (default: the session's)")
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
@@ -115,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                 int(v) for v in args.smoothing.split(","))
         except ValueError:
             p.error(f"--smoothing takes FRAMES,ROWS,COLS or none, got {args.smoothing!r}")
+    if args.temporal is not None:
+        try:
+            opts["temporal"] = None if args.temporal.lower() == "none" else float(args.temporal)
+        except ValueError:
+            p.error(f"--temporal takes a share in [0, 1) or none, got {args.temporal!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     click_runs, scribble_runs, propagate_runs, propagate2_runs = [], [], [], []

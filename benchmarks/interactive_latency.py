@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=None, help="neighbours per vote (default: the session's)")
     p.add_argument("--position-weight", type=float, default=None)
+    p.add_argument("--temporal", default=None,
+                   help="session temporal share in [0, 1) or none (default: the session's)")
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--cache", default="runs/interactive/embeddings", help="embedding cache folder")
@@ -53,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         opts["k"] = args.k
     if args.position_weight is not None:
         opts["position_weight"] = args.position_weight
+    if args.temporal is not None:
+        try:
+            opts["temporal"] = None if args.temporal.lower() == "none" else float(args.temporal)
+        except ValueError:
+            p.error(f"--temporal takes a share in [0, 1) or none, got {args.temporal!r}")
     if args.synthetic:
         video, gt = synthetic_video(args.frames, (480, 854), 2, d=128, seed=args.seed, square=160, noise=0.5)
         name = "synthetic"

@@ -16,6 +16,9 @@ column's references and which references they were. A new click therefore costs 
 matrix-vector product over the video's cells, (T*h*w, d) @ (d,), and a merge; undo and
 replaced references recompute only the cells whose best reference went away. The state is
 always exactly the kNN labelling of the active references (``recompute()`` checks this).
+That labelling is then spread along each cell's matches in the neighbouring frames
+(``temporal``, :mod:`pml_rt.temporal`: a forward and a backward pass, one sparse product per
+frame), so that a click also counts where the video carries its cell.
 
 Rules worth knowing:
 - a click at pixel (x, y) labels cell (y // 8, x // 8); a scribble labels every cell its
@@ -28,7 +31,8 @@ Rules worth knowing:
   background too;
 - what a cell shows is smoothed: the label holding two thirds of its 3 x 3 x 3 box of
   cells, else its own (``smoothing``; annotated cells always show their own);
-- ``defer=True`` on a verb updates the annotated frame now and the rest at ``settle()``.
+- ``defer=True`` on a verb updates the annotated frame now and the rest at ``settle()``
+  (without temporal spreading; with it every frame is updated at once).
 
 Array work goes through ``xp`` (NumPy here, CuPy with ``xp="cupy"``); reference
 bookkeeping (a few hundred rows) stays on the host.
@@ -47,7 +51,8 @@ from .errors import InputError, StateError
 from .io import read_mask
 from .knn import NEG, Candidates, topk, vote
 from .scribbles import polyline_pixels
-from .upsample import check_method, needs_guide, upsample_labels
+from .temporal import TemporalLinks, evidence_shares
+from .upsample import argmax_labels, check_method, needs_guide, upsample_labels
 from .xp import get_xp, to_device, to_host
 
 __all__ = ["Annotation", "Session", "Update", "bilinear_onehot_labels"]
@@ -111,6 +116,15 @@ INTERACTIVE_UPSAMPLE = "bilinear"
 #: robot on the train split (docs/INTERACTIVE.md); ``smoothing=None`` turns it off.
 SMOOTHING = (3, 3, 3)
 SWITCH_SHARE = 2 / 3
+
+#: Temporal spreading (``pml_rt.temporal``): each cell's label evidence is carried along its
+#: best matches in the frames before and after, ``TEMPORAL`` of it from the neighbours and the
+#: rest its own; ``temporal=None`` turns it off. Chosen with the click robot on the train split
+#: (docs/INTERACTIVE.md), with the softmax temperature of the evidence and the matches'
+#: window (radius in cells), count and temperature below.
+TEMPORAL = 0.9
+TEMPORAL_EVIDENCE_TEMPERATURE = 0.05
+TEMPORAL_LINKS = {"radius": 4, "neighbours": 4, "temperature": 0.05}
 
 #: Position prior for models whose embeddings carry no position (the untrained packaged
 #: model): chosen with the click robot on the train split (docs/INTERACTIVE.md).
@@ -318,12 +332,18 @@ class Session:
     ``config.extra["position_weight"]`` / ``["time_scale"]`` where set, else (3, 0) for an
     untrained model, whose embeddings carry no position (chosen with the click robot on the
     train split, docs/INTERACTIVE.md), and (0, 0) for a trained one, whose spatio-temporal
-    head encodes position itself. xp: ``"numpy"`` (default) or ``"cupy"``.
+    head encodes position itself. smoothing: the (frames, rows, columns) box of the shown
+    labels' two-thirds rule, or None. temporal: share of each cell's label evidence carried
+    from its matches in the frames before and after (:mod:`pml_rt.temporal`; default
+    :data:`TEMPORAL`, None turns it off); the matches are found once, here (about 30 ms a
+    480p frame), and every click then spreads the evidence through the whole video, so
+    ``defer=True`` has nothing to put off. xp: ``"numpy"`` (default) or ``"cupy"``.
     """
 
     def __init__(self, video: Any, k: int = 1, *, background_stride: int = 2, upsample: str = INTERACTIVE_UPSAMPLE,
                  weighting: str = "majority", temperature: float = 0.1, position_weight: float | None = None,
-                 time_scale: float | None = None, smoothing: tuple[int, int, int] | None = SMOOTHING, xp: Any = None):
+                 time_scale: float | None = None, smoothing: tuple[int, int, int] | None = SMOOTHING,
+                 temporal: float | None = TEMPORAL, xp: Any = None):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(background_stride, bool) or not isinstance(background_stride, (int, np.integer)) \
@@ -333,6 +353,9 @@ class Session:
             raise InputError(f"weighting must be 'majority' or 'softmax', got {weighting!r}")
         check_method(upsample)
         smoothing = _check_smoothing(smoothing)
+        if temporal is not None and (isinstance(temporal, bool) or not isinstance(temporal, (int, float))
+                                     or not 0 <= temporal < 1):
+            raise InputError(f"temporal must be None or a share in [0, 1), e.g. {TEMPORAL}; got {temporal!r}")
         position_weight, time_scale = _position_defaults(video.config, position_weight, time_scale)
         if not np.isfinite(position_weight) or position_weight < 0 or not np.isfinite(time_scale) or time_scale < 0:
             raise InputError(f"position_weight and time_scale must be finite and >= 0, got {position_weight!r}, "
@@ -344,6 +367,7 @@ class Session:
         self.weighting = weighting  # vote weighting where k > 1
         self.temperature = float(temperature)  # of the softmax weighting
         self.smoothing = smoothing  # (frames, rows, cols) box of the label majority, or None
+        self.temporal = None if not temporal else float(temporal)  # evidence share from neighbouring frames
         dev = getattr(video, "device_embeddings", None)  # a GPU backend's copy, if it kept one
         if xp is None and dev is not None:
             xp = get_xp(dev)
@@ -378,6 +402,11 @@ class Session:
         self._geometry = _Bilinear((h, w), self.frame_size, self.stride, self.xp) \
             if self.upsample == "bilinear" and self.k == 1 else None
         self._pending: _Pending | None = None  # the other frames of a deferred annotation
+        # Matches of every cell to the frames before and after (once: they depend only on the
+        # embeddings), and the spread shares float32 (T*h*w, C) behind the labels.
+        self._links = None if self.temporal is None else TemporalLinks.build(
+            self.emb.reshape(t, h, w, -1), **TEMPORAL_LINKS)
+        self._spread: Any = None
 
     # -- public state --------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -650,6 +679,9 @@ class Session:
     # -- the incremental search ----------------------------------------------------------
     def _annotate(self, kind: str, frame: int, cells: np.ndarray, ids: np.ndarray, defer: bool = False) -> Update:
         self.settle()
+        # With temporal spreading every frame's labels depend on every other frame's search:
+        # there is nothing to put off.
+        defer = defer and self._links is None
         t, h, w = self.shape
         cells = np.asarray(cells, dtype=np.int64)
         # Last label wins where one call labels a cell twice.
@@ -899,6 +931,36 @@ class Session:
             return xp.argmax(best[:, :, 0], axis=0)
         return xp.argmax(self._vote(best), axis=1)
 
+    def _spread_columns(self) -> Any:
+        """Column of the winning label of every cell after temporal spreading: uint8 (T*h*w,).
+
+        Evidence: a softmax over columns of each column's best similarity (its nearest
+        reference); annotated cells are seeds holding their own column. Columns 1..C-1 are
+        spread into ``_spread`` (C-1, T*h*w); the background's share is what they leave of
+        1 + temporal.
+        """
+        xp = self.xp
+        t, h, w = self.shape
+        best = self._best[:, :, 0] if self.k == 1 else self._best.max(axis=2)  # top-k lists are unordered
+        c = best.shape[0]
+        if c == 1:  # background references only
+            self._spread = xp.zeros((0, t * h * w), dtype=xp.float32)
+            return xp.zeros(t * h * w, dtype=xp.uint8)
+        ev = evidence_shares(best, TEMPORAL_EVIDENCE_TEMPERATURE).reshape(c - 1, t, h * w)
+        active = np.flatnonzero(self.ref_active)
+        cells = self.ref_cell[active]
+        cols = np.asarray([self.objects.column(int(o)) for o in self.ref_obj[active]], dtype=np.int64)
+        seeds = {}
+        for f in np.unique(cells // (h * w)).tolist():
+            on = cells // (h * w) == f
+            values = (cols[on][None] == np.arange(1, c)[:, None]).astype(np.float32)  # (C-1, m) one-hot
+            seeds[int(f)] = (to_device(cells[on] % (h * w), xp), to_device(values, xp))
+        total = xp.float32(1 + self.temporal)  # type: ignore[operator]
+        self._spread = self._links.spread(ev, self.temporal, seeds).reshape(c - 1, t * h * w)  # type: ignore[union-attr]
+        if c == 2:  # the object against the background's share, total - object
+            return (self._spread[0] > total / 2).astype(xp.uint8)
+        return argmax_labels(xp.concatenate([(total - self._spread.sum(axis=0))[None], self._spread]))
+
     def _frames_of(self, *ref_ids: np.ndarray) -> np.ndarray:
         """Frames holding the references ``ref_ids`` (host int64)."""
         h, w = self.shape[1:]
@@ -911,7 +973,15 @@ class Session:
         xp = self.xp
         t, h, w = self.shape
         lut = to_device(self.objects.lut(), xp)
-        if rows is None:
+        if self._links is not None:  # the spread moves labels anywhere: compare every cell
+            if rows is not None and rows.shape[0] == 0 and (ref_frames is None or not len(ref_frames)):
+                return Update((), 0)
+            new = lut[self._spread_columns()]
+            changed = xp.nonzero(new != self._labels)[0]
+            self._labels[changed] = new[changed]
+            if rows is not None:  # only the frames whose labels moved need their smoothing redone
+                rows = changed
+        elif rows is None:
             new = lut[self._vote_labels(None)]
             changed = xp.nonzero(new != self._labels)[0]
             self._labels[:] = new
@@ -926,8 +996,14 @@ class Session:
             touched_frames = None if rows is None else np.union1d(
                 to_host(xp.unique(changed // (h * w))), np.asarray(ref_frames if ref_frames is not None else [], np.int64))
             changed = self._reshow(touched_frames)
-        # Where k > 1 the upsampled vote shares move even where the winner does not.
-        touched = changed if self.k == 1 else (None if rows is None else rows)
+        # Masks follow the shown labels where k = 1, unless they are upsampled from the spread
+        # shares, which move everywhere; where k > 1 the vote shares move where the winner does not.
+        if self.k == 1 and (self._links is None or self.smoothing is not None or self._geometry is not None):
+            touched = changed
+        elif self._links is not None:
+            touched = None
+        else:
+            touched = None if rows is None else rows
         if touched is None:
             frames = tuple(range(t))
         else:
@@ -1013,6 +1089,9 @@ class Session:
         c = self.objects.num_labels
         if self.smoothing is not None:  # the label shares of each cell's box
             return self._box_counts(frame, frame + 1)[:, 0].astype(xp.float32) / float(np.prod(self.smoothing))
+        if self._links is not None:  # the spread shares (they sum to 1 + temporal)
+            objects = self._spread[:, rows] / xp.float32(1 + self.temporal)  # type: ignore[operator]
+            return xp.concatenate([1 - objects.sum(axis=0)[None], objects]).reshape(c, h, w)
         if self.k == 1:
             col = xp.argmax(self._best[:, rows, 0], axis=0)
             return (col[None] == xp.arange(c)[:, None]).astype(xp.float32).reshape(c, h, w)

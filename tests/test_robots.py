@@ -29,9 +29,10 @@ def clip():
 def test_click_robot_follows_the_protocol(clip):
     video, gt = clip
     grid = (0.05, 0.5, 1.0, 2.0)
-    # The plain kNN rule: on this 8 x 12-cell clip the objects are 3 cells wide, where the
-    # session's smoothing box is as large as they are (it is measured on DAVIS instead).
-    plain = {"smoothing": None}
+    # The plain kNN rule: on this 8 x 12-cell clip of 6 frames the objects are 3 cells wide,
+    # as wide as the session's smoothing box, and few frames carry the temporal spreading (both
+    # are measured on DAVIS instead).
+    plain = {"smoothing": None, "temporal": None}
     run = click_robot(video, gt, seed=1, clicks_per_frame=grid, sequence="synth", session_options=plain)
     assert isinstance(run, ClickRun) and run.objects == [1, 2, 3]
     # at least one click per object and one on the background come first

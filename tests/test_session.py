@@ -40,15 +40,50 @@ def brute_force_labels(s: Session) -> np.ndarray:
         sims = sims - s.position_weight ** 2 / 2 * d2
     ids = s.ref_obj[active]
     cols = np.array([s.object_columns.index(int(i)) for i in ids])
-    order = np.argsort(-sims, axis=1, kind="stable")[:, : s.k]
-    votes = np.zeros((len(emb), len(s.object_columns)))
-    np.add.at(votes, (np.arange(len(emb))[:, None], cols[order]), 1)
-    raw = np.asarray(s.object_columns, np.uint8)[votes.argmax(axis=1)]
+    if s.temporal is not None:
+        raw = np.asarray(s.object_columns, np.uint8)[spread_columns(s, sims, cols)]
+    else:
+        order = np.argsort(-sims, axis=1, kind="stable")[:, : s.k]
+        votes = np.zeros((len(emb), len(s.object_columns)))
+        np.add.at(votes, (np.arange(len(emb))[:, None], cols[order]), 1)
+        raw = np.asarray(s.object_columns, np.uint8)[votes.argmax(axis=1)]
     if s.smoothing is None:
         return raw.reshape(s.shape)
     shown = box_majority(raw.reshape(s.shape), s.smoothing)
     shown[s.ref_cell[active]] = raw[s.ref_cell[active]]  # annotated cells keep their own label
     return shown.reshape(s.shape)
+
+
+def spread_columns(s: Session, sims: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Column of every cell after temporal spreading, written out: each column's best
+    similarity, a softmax over columns, then the forward and backward passes frame by frame
+    along the session's matches (dense), annotated cells held at their own column."""
+    from pml_rt.session import TEMPORAL_EVIDENCE_TEMPERATURE
+
+    t, h, w = s.shape
+    c = len(s.object_columns)
+    best = np.stack([sims[:, cols == j].max(axis=1) if (cols == j).any() else np.full(len(sims), -np.inf)
+                     for j in range(c)], axis=1)
+    z = best / TEMPORAL_EVIDENCE_TEMPERATURE
+    ev = np.exp(z - z.max(axis=1, keepdims=True))
+    ev = (ev / ev.sum(axis=1, keepdims=True)).reshape(t, h * w, c)
+    active = np.flatnonzero(s.ref_active)
+    seed = np.full((t, h * w), -1)
+    seed.reshape(-1)[s.ref_cell[active]] = cols
+    a = s.temporal
+
+    def step(own, prev, link, i):
+        x = own.copy() if link is None else (1 - a) * own + a * to_host(link.toarray()) @ prev
+        x[seed[i] >= 0] = np.eye(c)[seed[i][seed[i] >= 0]]
+        return x
+
+    fwd, bwd = [None] * t, [None] * t
+    for i in range(t):
+        fwd[i] = step(ev[i], fwd[i - 1] if i else None, s._links.back[i], i)
+    for i in range(t - 1, -1, -1):
+        bwd[i] = step(ev[i], bwd[i + 1] if i < t - 1 else None, s._links.ahead[i], i)
+    total = np.stack(fwd) + np.stack(bwd) - (1 - a) * ev
+    return total.reshape(t * h * w, c).argmax(axis=1)
 
 
 def box_majority(raw: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
@@ -209,7 +244,9 @@ def test_a_new_label_on_an_annotated_cell_replaces_the_old_one(clip):
 
 @pytest.mark.parametrize("options", [{}, {"smoothing": None}, {"k": 3}, {"k": 3, "smoothing": None},
                                      {"position_weight": 2.0, "time_scale": 10.0, "smoothing": (1, 3, 5)},
-                                     {"k": 2, "position_weight": 1.0}])
+                                     {"k": 2, "position_weight": 1.0}, {"temporal": None},
+                                     {"temporal": None, "smoothing": None}, {"temporal": None, "k": 3},
+                                     {"temporal": 0.5, "smoothing": None, "upsample": "bilateral-solver"}])
 def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
     video, gt = synthetic_video(5, (40, 56), 3, seed=4, noise=0.4)
     s = video.session(xp=xp, **options)
@@ -238,8 +275,10 @@ def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
                                      {"k": 2, "position_weight": 1.0, "time_scale": 10.0, "smoothing": (3, 1, 1)}])
 def test_deferred_annotations_update_their_frame_first_and_settle_to_the_same_state(options, xp):
     """defer=True: the annotated frame is exact at once, the rest after settle(); the two
-    Updates together say what one plain call says, and the state ends up the same."""
+    Updates together say what one plain call says, and the state ends up the same (without
+    temporal spreading, which makes every frame depend on every other)."""
     video, gt = synthetic_video(5, (40, 56), 3, seed=4, noise=0.4)
+    options = {**options, "temporal": None}
     plain, lazy = video.session(xp=xp, **options), video.session(xp=xp, **options)
     rng = np.random.default_rng(1)
     for step in range(30):
@@ -281,9 +320,20 @@ def test_deferred_annotations_update_their_frame_first_and_settle_to_the_same_st
             assert np.array_equal(lazy.cell_labels(), brute_force_labels(lazy)), (step, op)
 
 
+def test_with_temporal_spreading_defer_has_nothing_to_put_off(clip):
+    video, gt = clip
+    plain, lazy = video.session(), video.session()
+    assert lazy.temporal is not None  # the default
+    pts, ids = [centre(gt, 0, 1), (1, 1)], [1, 0]
+    want = plain.add_clicks(0, pts, ids)
+    got = lazy.add_clicks(0, pts, ids, defer=True)
+    assert not lazy.pending and got == want
+    assert np.array_equal(lazy.masks(), plain.masks())
+
+
 def test_reading_another_frame_settles_a_deferred_annotation(clip):
     video, gt = clip
-    s = video.session()
+    s = video.session(temporal=None)
     s.add_clicks(0, [centre(gt, 0, 1), (1, 1)], [1, 0], defer=True)
     assert s.pending
     s.mask(0)
@@ -455,3 +505,23 @@ def test_propagate_without_a_frame_starts_from_every_annotated_frame(clip, monke
         np.testing.assert_array_equal(seen["masks"][f], shown[f])
         np.testing.assert_array_equal(out[f], shown[f])
     np.testing.assert_array_equal(s.masks(), shown)  # the session is left as it was
+
+
+def test_temporal_scores_are_the_shares_behind_the_labels(clip, xp):
+    video, gt = clip
+    s = video.session(smoothing=None, xp=xp)
+    s.add_clicks(0, [centre(gt, 0, 1), centre(gt, 0, 2), (1, 1)], [1, 2, 0])
+    labels = s.cell_labels()
+    cols = np.asarray(s.object_columns)
+    for t in range(gt.shape[0]):
+        sc = s.scores(t)
+        assert sc.shape == (3, *labels.shape[1:]) and (sc >= -1e-6).all()
+        np.testing.assert_allclose(sc.sum(axis=0), 1, atol=1e-5)
+        assert np.array_equal(cols[sc.argmax(axis=0)], labels[t])
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, True, "0.9", float("nan")])
+def test_temporal_share_must_be_in_0_1(clip, bad):
+    with pytest.raises(InputError, match="temporal must be None or a share"):
+        clip[0].session(temporal=bad)
+    assert clip[0].session(temporal=0).temporal is None  # 0 carries nothing: off

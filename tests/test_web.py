@@ -643,8 +643,9 @@ def test_real_session_round_trip(segmenter, tmp_path):
         r = click(c, frame=0, points=[(x0, y0), (W - 4, 4)], labels=[1, 0])
         assert r.status_code == 200, r.text
         assert png_ids(r.content)[y0, x0] == 1
-        # the reply carried frame 0 only; the other frames were settled after it was sent
-        assert not a.session.pending and c.get("/api/state").json()["settle_seconds"] >= 0
+        # with the default session (temporal spreading) the reply's update covers every frame:
+        # nothing is left to settle after it was sent
+        assert not a.session.pending and c.get("/api/state").json()["settle_seconds"] is None
         later = png_ids(c.get(f"/api/mask/{T - 1}").content)
         assert later[y0, x0 + 4 * (T - 1)] == 1  # the square moved 4 px a frame
         assert later[4, W - 4] == 0
@@ -655,7 +656,10 @@ def test_real_session_round_trip(segmenter, tmp_path):
 
 
 def test_an_annotation_updates_its_frame_first_and_the_rest_on_settle(segmenter, tmp_path):
-    a = Annotator(make_clip(), tmp_path / "out", segmenter=segmenter).start()
+    # Frame first, the rest later: for sessions without temporal spreading, where a frame's
+    # labels do not depend on the other frames' search.
+    a = Annotator(make_clip(), tmp_path / "out", segmenter=segmenter,
+                  session_factory=lambda video: video.session(temporal=None)).start()
     assert a.wait_ready(60), a.error
     x0, y0 = 8 + W // 8, H // 2
     res = a.add_clicks(0, [(x0, y0), (W - 4, 4)], [1, 0])

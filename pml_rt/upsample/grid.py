@@ -27,11 +27,12 @@ from ..errors import InputError
 from ..xp import get_xp
 
 
-def sparse_module(xp: ModuleType) -> ModuleType:
-    """``scipy.sparse`` for NumPy arrays, ``cupyx.scipy.sparse`` for CuPy arrays."""
+def sparse_module(xp: ModuleType, purpose: str = "the bilateral solver") -> ModuleType:
+    """``scipy.sparse`` for NumPy arrays, ``cupyx.scipy.sparse`` for CuPy arrays; ``purpose``
+    names what needs it in the error where it is missing."""
     if xp.__name__ == "numpy":
-        return require("scipy.sparse", "the bilateral solver")
-    return require("cupyx.scipy.sparse", "the bilateral solver on the GPU")
+        return require("scipy.sparse", purpose)
+    return require("cupyx.scipy.sparse", f"{purpose} on the GPU")
 
 
 def yuv_bins(rgb: Any, sigma_luma: float, sigma_chroma: float | None) -> list[Any]:
