@@ -32,7 +32,9 @@ Rules worth knowing:
 - what a cell shows is smoothed: the label holding two thirds of its 3 x 3 x 3 box of
   cells, else its own (``smoothing``; annotated cells always show their own);
 - ``defer=True`` on a verb updates the annotated frame now and the rest at ``settle()``
-  (without temporal spreading; with it every frame is updated at once).
+  (with temporal spreading the frame's labels are provisional until then: the search of the
+  frames more than ``TEMPORAL_DEFER_FRAMES`` away is put off, and the spread still uses
+  their old evidence).
 
 Array work goes through ``xp`` (NumPy here, CuPy with ``xp="cupy"``); reference
 bookkeeping (a few hundred rows) stays on the host.
@@ -51,7 +53,7 @@ from .errors import InputError, StateError
 from .io import read_mask
 from .knn import NEG, Candidates, topk, vote
 from .scribbles import polyline_pixels
-from .temporal import TemporalLinks, evidence_shares
+from .temporal import TemporalLinks, combine, evidence_shares
 from .upsample import argmax_labels, check_method, needs_guide, upsample_labels
 from .xp import get_xp, to_device, to_host
 
@@ -125,6 +127,10 @@ SWITCH_SHARE = 2 / 3
 TEMPORAL = 0.9
 TEMPORAL_EVIDENCE_TEMPERATURE = 0.05
 TEMPORAL_LINKS = {"radius": 4, "neighbours": 4, "temperature": 0.05}
+#: With temporal spreading, ``defer=True`` searches the annotated frame and this many frames on
+#: either side at once (a frame's evidence reaches 10 frames away at 0.9^10 = 0.35 of its
+#: weight), then spreads: the annotated frame's labels are provisional until ``settle()``.
+TEMPORAL_DEFER_FRAMES = 10
 
 #: Position prior for models whose embeddings carry no position (the untrained packaged
 #: model): chosen with the click robot on the train split (docs/INTERACTIVE.md).
@@ -336,8 +342,9 @@ class Session:
     labels' two-thirds rule, or None. temporal: share of each cell's label evidence carried
     from its matches in the frames before and after (:mod:`pml_rt.temporal`; default
     :data:`TEMPORAL`, None turns it off); the matches are found once, here (about 30 ms a
-    480p frame), and every click then spreads the evidence through the whole video, so
-    ``defer=True`` has nothing to put off. xp: ``"numpy"`` (default) or ``"cupy"``.
+    480p frame), and every click then spreads the evidence through the whole video; with
+    ``defer=True`` the annotated frame's labels are provisional until ``settle()``. xp:
+    ``"numpy"`` (default) or ``"cupy"``.
     """
 
     def __init__(self, video: Any, k: int = 1, *, background_stride: int = 2, upsample: str = INTERACTIVE_UPSAMPLE,
@@ -407,6 +414,10 @@ class Session:
         self._links = None if self.temporal is None else TemporalLinks.build(
             self.emb.reshape(t, h, w, -1), **TEMPORAL_LINKS)
         self._spread: Any = None
+        # The two passes behind ``_spread``, float32 (C-1, T, h*w) each: a deferred annotation
+        # respreads its own run of frames from their values at the run's edges.
+        self._passes: tuple[Any, Any] | None = None
+        self._partial = False  # only a deferred run of frames was respread since the last full spread
 
     # -- public state --------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -679,9 +690,6 @@ class Session:
     # -- the incremental search ----------------------------------------------------------
     def _annotate(self, kind: str, frame: int, cells: np.ndarray, ids: np.ndarray, defer: bool = False) -> Update:
         self.settle()
-        # With temporal spreading every frame's labels depend on every other frame's search:
-        # there is nothing to put off.
-        defer = defer and self._links is None
         t, h, w = self.shape
         cells = np.asarray(cells, dtype=np.int64)
         # Last label wins where one call labels a cell twice.
@@ -710,11 +718,14 @@ class Session:
         self.ref_active = np.concatenate([self.ref_active, np.zeros(len(new), dtype=bool)])
         self.history.append(Annotation(kind, frame, cells, ids, new, replaced, new_objects))
         rt = 0 if self.smoothing is None else self.smoothing[0] // 2
+        if self._links is not None:  # the spread carries a frame's new evidence to its neighbours
+            rt = max(rt, TEMPORAL_DEFER_FRAMES)
         span = (max(0, frame - rt), min(t, frame + rt + 1)) if defer else None
         changed = self._swap_references(new, replaced, [span])
         if defer and span != (0, t):
             self._pending = _Pending(frame, new, replaced, span)
-        return self._relabel(self._union(changed), self._frames_of(new, replaced))
+        return self._relabel(self._union(changed), self._frames_of(new, replaced),
+                             span if self._pending is not None else None)
 
     def _swap_references(self, new: np.ndarray, replaced: np.ndarray, spans: list[Any]) -> list[Any]:
         """Switch ``replaced`` off and ``new`` on over each span of frames ((t0, t1); None:
@@ -728,6 +739,11 @@ class Session:
     def _insert_column(self, col: int) -> None:
         n = self.emb.shape[0]
         xp = self.xp
+        if self._passes is not None and col >= 1:  # a new object has no evidence anywhere yet
+            self._passes = tuple(xp.concatenate([p[:col - 1], xp.zeros_like(p[:1]), p[col - 1:]])
+                                 for p in self._passes)  # type: ignore[assignment]
+            self._spread = xp.concatenate([self._spread[:col - 1], xp.zeros_like(self._spread[:1]),
+                                           self._spread[col - 1:]])
         self._best = xp.concatenate([self._best[:col], xp.full((1, n, self.k), NEG, dtype=xp.float32),
                                      self._best[col:]])
         self._src = xp.concatenate([self._src[:col], xp.full((1, n, self.k), -1, dtype=xp.int32), self._src[col:]])
@@ -931,8 +947,11 @@ class Session:
             return xp.argmax(best[:, :, 0], axis=0)
         return xp.argmax(self._vote(best), axis=1)
 
-    def _spread_columns(self) -> Any:
-        """Column of the winning label of every cell after temporal spreading: uint8 (T*h*w,).
+    def _spread_columns(self, span: tuple[int, int] | None = None) -> tuple[tuple[int, int], Any]:
+        """Frames (t0, t1) respread and the column of the winning label of their cells after
+        temporal spreading, uint8 ((t1 - t0) * h * w,): every frame, or those of ``span`` (a
+        deferred annotation: they are respread from the last passes' values at their edges,
+        where there are last passes with these columns).
 
         Evidence: a softmax over columns of each column's best similarity (its nearest
         reference); annotated cells are seeds holding their own column. Columns 1..C-1 are
@@ -941,44 +960,74 @@ class Session:
         """
         xp = self.xp
         t, h, w = self.shape
-        best = self._best[:, :, 0] if self.k == 1 else self._best.max(axis=2)  # top-k lists are unordered
-        c = best.shape[0]
-        if c == 1:  # background references only
-            self._spread = xp.zeros((0, t * h * w), dtype=xp.float32)
-            return xp.zeros(t * h * w, dtype=xp.uint8)
-        ev = evidence_shares(best, TEMPORAL_EVIDENCE_TEMPERATURE).reshape(c - 1, t, h * w)
+        c = self._best.shape[0]
+        if span is not None and self._passes is None and c > 1:  # nothing spread yet: no evidence from outside
+            zero = xp.zeros((c - 1, t, h * w), dtype=xp.float32)
+            self._passes, self._spread = (zero, zero.copy()), xp.zeros((c - 1, t * h * w), dtype=xp.float32)
+        if span is not None and self._passes is not None and self._passes[0].shape[0] != c - 1:
+            span = None  # the columns changed under the passes: spread every frame
+        t0, t1 = span if span is not None else (0, t)
+        where = self._frame_cells(t0, t1)
+        if c == 1:  # background references only: nothing to spread
+            self._spread, self._passes, self._partial = xp.zeros((0, t * h * w), dtype=xp.float32), None, False
+            return (0, t), xp.zeros(t * h * w, dtype=xp.uint8)
+        best = self._best[:, where, 0] if self.k == 1 else self._best[:, where].max(axis=2)  # top-k is unordered
+        ev = evidence_shares(best, TEMPORAL_EVIDENCE_TEMPERATURE).reshape(c - 1, t1 - t0, h * w)
         active = np.flatnonzero(self.ref_active)
         cells = self.ref_cell[active]
         cols = np.asarray([self.objects.column(int(o)) for o in self.ref_obj[active]], dtype=np.int64)
         seeds = {}
         for f in np.unique(cells // (h * w)).tolist():
+            if not t0 <= f < t1:
+                continue
             on = cells // (h * w) == f
             values = (cols[on][None] == np.arange(1, c)[:, None]).astype(np.float32)  # (C-1, m) one-hot
             seeds[int(f)] = (to_device(cells[on] % (h * w), xp), to_device(values, xp))
+        links = self._links  # type: ignore[union-attr]
+        if span is None:
+            fwd, bwd = links.passes(ev, self.temporal, seeds)  # type: ignore[union-attr]
+            self._passes = (fwd, bwd)
+        else:
+            old_f, old_b = self._passes  # type: ignore[misc]
+            fwd, bwd = links.passes(ev, self.temporal, seeds, start=t0,  # type: ignore[union-attr]
+                                    before=old_f[:, t0 - 1] if t0 > 0 else None,
+                                    after=old_b[:, t1] if t1 < t else None)
+            old_f[:, t0:t1], old_b[:, t0:t1] = fwd, bwd
+        shares = combine(fwd, bwd, ev, self.temporal).reshape(c - 1, -1)  # type: ignore[arg-type]
+        if span is None:
+            self._spread = shares
+        else:
+            self._spread[:, where] = shares
+        self._partial = span is not None
         total = xp.float32(1 + self.temporal)  # type: ignore[operator]
-        self._spread = self._links.spread(ev, self.temporal, seeds).reshape(c - 1, t * h * w)  # type: ignore[union-attr]
         if c == 2:  # the object against the background's share, total - object
-            return (self._spread[0] > total / 2).astype(xp.uint8)
-        return argmax_labels(xp.concatenate([(total - self._spread.sum(axis=0))[None], self._spread]))
+            return (t0, t1), (shares[0] > total / 2).astype(xp.uint8)
+        return (t0, t1), argmax_labels(xp.concatenate([(total - shares.sum(axis=0))[None], shares]))
 
     def _frames_of(self, *ref_ids: np.ndarray) -> np.ndarray:
         """Frames holding the references ``ref_ids`` (host int64)."""
         h, w = self.shape[1:]
         return np.unique(np.concatenate([self.ref_cell[r] // (h * w) for r in ref_ids]))
 
-    def _relabel(self, rows: Any, ref_frames: np.ndarray | None = None) -> Update:
+    def _relabel(self, rows: Any, ref_frames: np.ndarray | None = None, span: tuple[int, int] | None = None) -> Update:
         """Recompute labels of ``rows`` (None = every cell), then what is shown (the smoothing
         majority) on the frames they reach and around ``ref_frames`` (frames whose references
-        changed: an annotated cell shows its own label); drop the masks of frames that changed."""
+        changed: an annotated cell shows its own label); drop the masks of frames that changed.
+        ``span`` (t0, t1): a deferred annotation's frames; with temporal spreading only they
+        are respread (provisionally, until ``settle``)."""
         xp = self.xp
         t, h, w = self.shape
         lut = to_device(self.objects.lut(), xp)
         if self._links is not None:  # the spread moves labels anywhere: compare every cell
-            if rows is not None and rows.shape[0] == 0 and (ref_frames is None or not len(ref_frames)):
+            if rows is not None and rows.shape[0] == 0 and (ref_frames is None or not len(ref_frames)) \
+                    and not self._partial:
                 return Update((), 0)
-            new = lut[self._spread_columns()]
-            changed = xp.nonzero(new != self._labels)[0]
-            self._labels[changed] = new[changed]
+            span, cols = self._spread_columns(span)
+            where = self._frame_cells(*span)
+            new = lut[cols]
+            changed = xp.nonzero(new != self._labels[where])[0]
+            self._labels[changed + where.start] = new[changed]
+            changed = changed + where.start
             if rows is not None:  # only the frames whose labels moved need their smoothing redone
                 rows = changed
         elif rows is None:

@@ -30,7 +30,7 @@ from .knn import NEG, WindowKeys
 from .upsample.grid import sparse_module
 from .xp import get_xp
 
-__all__ = ["TemporalLinks", "evidence_shares"]
+__all__ = ["TemporalLinks", "combine", "evidence_shares"]
 
 
 @dataclass
@@ -109,49 +109,73 @@ class TemporalLinks:
         given: set in both passes, so they keep them and pass them on. Returns float32
         (K, T, n); alpha in [0, 1), 0 gives back the evidence (seeds set).
         """
+        fwd, bwd = self.passes(evidence, alpha, seeds)
+        return combine(fwd, bwd, evidence, alpha)
+
+    def passes(self, evidence: Any, alpha: float, seeds: dict[int, tuple[Any, Any]] | None = None,
+               start: int = 0, before: Any = None, after: Any = None) -> tuple[Any, Any]:
+        """The forward and backward passes of :meth:`spread`, each float32 (K, T', n), over the
+        frames ``start .. start + T' - 1`` of ``evidence`` (K, T', n) only: ``before`` (K, n) is
+        the forward pass at frame ``start - 1`` and ``after`` (K, n) the backward pass at the
+        frame after the last (None where the run starts or ends the video). Seeds are keyed by
+        video frame. A run of frames costs its share of a whole pass.
+        """
         xp = get_xp(evidence)
         _, t, n = evidence.shape
-        if t != self.num_frames:
-            raise InputError(f"evidence has {t} frames, the links {self.num_frames}")
+        stop = start + t
+        if start < 0 or stop > self.num_frames or t < 1:
+            raise InputError(f"evidence of frames {start}..{stop - 1} does not fit the links' "
+                             f"{self.num_frames} frames")
+        if (before is None) != (start == 0) or (after is None) != (stop == self.num_frames):
+            raise InputError("pass `before` exactly where the run starts after frame 0 and `after` exactly where "
+                             "it ends before the last frame")
         if not 0 <= alpha < 1:
             raise InputError(f"alpha must be in [0, 1), got {alpha!r}")
         seeds = seeds or {}
-        own = evidence * xp.float32(1 - alpha)
         a = xp.float32(alpha)
+        own = evidence * xp.float32(1 - alpha)
 
         def run(col: int, forward: bool, acc: Any) -> Any:
-            """One pass over column ``col`` into ``acc`` (T, n)."""
+            """One pass over column ``col`` into ``acc`` (T', n)."""
             links = self.back if forward else self.ahead
-            prev = None
-            for i in (range(t) if forward else range(t - 1, -1, -1)):
-                row = acc[i]
+            edge = before if forward else after
+            prev = None if edge is None else edge[col]
+            for j in (range(t) if forward else range(t - 1, -1, -1)):
+                row, i = acc[j], start + j
                 if prev is None:
-                    row[...] = evidence[col, i]
+                    row[...] = evidence[col, j]
                 else:
                     row[...] = links[i] @ prev
                     row *= a
-                    row += own[col, i]
+                    row += own[col, j]
                 if i in seeds:
                     cells, values = seeds[i]
                     row[cells] = values[col]
                 prev = row
             return acc
 
-        out = xp.empty_like(evidence)
+        fwd = xp.empty_like(evidence)
+        bwd = xp.empty_like(evidence)
         # The backward pass of each column runs on a worker thread beside the forward pass
         # (SciPy's sparse product releases the GIL: about 1.5x on 2 cores); CuPy queues both.
-        pool = _worker() if xp.__name__ == "numpy" else None
+        pool = _worker() if xp.__name__ == "numpy" and t > 1 else None
         for col in range(evidence.shape[0]):
-            back = xp.empty((t, n), dtype=xp.float32)
-            job = pool.submit(run, col, False, back) if pool is not None else None
-            run(col, True, out[col])
+            job = pool.submit(run, col, False, bwd[col]) if pool is not None else None
+            run(col, True, fwd[col])
             if job is not None:
                 job.result()
             else:
-                run(col, False, back)
-            out[col] += back
-            out[col] -= own[col]
-        return out
+                run(col, False, bwd[col])
+        return fwd, bwd
+
+
+def combine(fwd: Any, bwd: Any, evidence: Any, alpha: float) -> Any:
+    """``fwd + bwd - (1 - alpha) * evidence``: the spread shares (they sum to 1 + alpha where the
+    evidence sums to 1 over all columns), float32, same shape."""
+    xp = get_xp(fwd)
+    out = fwd + bwd
+    out -= evidence * xp.float32(1 - alpha)
+    return out
 
 
 _POOL: Any = None

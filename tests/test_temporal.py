@@ -97,6 +97,23 @@ def test_spread_equals_the_passes_written_out(xp, alpha):
         np.testing.assert_allclose(got[:, free], ev[:, free], atol=1e-6)
 
 
+@pytest.mark.parametrize("start, stop", [(0, 3), (2, 5), (1, 4), (2, 3), (0, 6)])
+def test_passes_over_a_run_of_frames_continue_the_whole_passes(xp, start, stop):
+    """A run of frames with the whole passes' values at its edges gives the whole passes'
+    values inside it (what a deferred click relies on)."""
+    rng = np.random.default_rng(11)
+    t, h, w, k = 6, 5, 7, 2
+    links = TemporalLinks.build(xp.asarray(unit(rng, (t, h, w, 4))), radius=2, neighbours=3)
+    ev = xp.asarray(rng.random((k, t, h * w)).astype(np.float32) / k)
+    seeds = {2: (xp.asarray(np.array([1, 4])), xp.asarray(one_hot([0, 1], k)))}
+    fwd, bwd = links.passes(ev, 0.9, seeds)
+    before = fwd[:, start - 1] if start > 0 else None
+    after = bwd[:, stop] if stop < t else None
+    f2, b2 = links.passes(ev[:, start:stop].copy(), 0.9, seeds, start=start, before=before, after=after)
+    np.testing.assert_allclose(to_host(f2), to_host(fwd[:, start:stop]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_host(b2), to_host(bwd[:, start:stop]), rtol=1e-6, atol=1e-6)
+
+
 def test_spread_carries_a_seed_along_a_moving_object(xp):
     """A patch that moves one cell a frame, seeded on frame 0 only, keeps its label on the
     last frame where the evidence of every frame is undecided; far cells do not take it."""
@@ -147,5 +164,7 @@ def test_bad_arguments_are_input_errors():
     links = TemporalLinks.build(emb + 1)
     with pytest.raises(InputError, match="alpha"):
         links.spread(np.zeros((1, 2, 9), np.float32), 1.0)
-    with pytest.raises(InputError, match="3 frames"):
+    with pytest.raises(InputError, match="does not fit"):
         links.spread(np.zeros((1, 3, 9), np.float32), 0.5)
+    with pytest.raises(InputError, match="before"):
+        links.passes(np.zeros((1, 1, 9), np.float32), 0.5, start=1)

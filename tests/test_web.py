@@ -643,8 +643,8 @@ def test_real_session_round_trip(segmenter, tmp_path):
         r = click(c, frame=0, points=[(x0, y0), (W - 4, 4)], labels=[1, 0])
         assert r.status_code == 200, r.text
         assert png_ids(r.content)[y0, x0] == 1
-        # with the default session (temporal spreading) the reply's update covers every frame:
-        # nothing is left to settle after it was sent
+        # the default session (temporal spreading) searches TEMPORAL_DEFER_FRAMES frames on
+        # either side of a deferred click at once: this short clip whole, nothing left to settle
         assert not a.session.pending and c.get("/api/state").json()["settle_seconds"] is None
         later = png_ids(c.get(f"/api/mask/{T - 1}").content)
         assert later[y0, x0 + 4 * (T - 1)] == 1  # the square moved 4 px a frame

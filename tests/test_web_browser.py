@@ -153,8 +153,8 @@ def test_click_follow_export_in_chromium(browser, segmenter, tmp_path):
         # the first object click also marked the corners as background: shown as markers
         st = page.evaluate("() => fetch('/api/state').then(r => r.json())")
         assert st["has_background"] and st["annotations"][0]["labels"][-1] == 1
-        # the default session spreads labels through time, so the reply's update already
-        # covered every frame: nothing was left to settle after it
+        # the default session (temporal spreading) searches TEMPORAL_DEFER_FRAMES frames on
+        # either side of a deferred click at once: this short clip whole, nothing left to settle
         assert st["settle_seconds"] is None
 
         # right click on the background
