@@ -786,3 +786,17 @@ def test_propagate_with_the_real_session_and_propagation(segmenter, tmp_path):
             np.testing.assert_array_equal(a._session_mask(t), expected[t])
     finally:
         a.close()
+
+
+def test_status_says_matching_while_the_session_is_made(segmenter, tmp_path):
+    seen = []
+
+    def factory(video):
+        seen.append(holder[0].status)  # what the page polls while the session starts
+        return video.session()
+
+    holder = [Annotator(make_clip(), tmp_path / "out", segmenter=segmenter, session_factory=factory)]
+    a = holder[0].start()
+    assert a.wait_ready(60), a.error
+    assert seen == ["matching"] and a.status == "ready"
+    a.close()

@@ -45,7 +45,7 @@ JPEG_CACHE_BYTES = 256 * 2**20
 #: Files the export writes and the page may download, with their media types.
 DOWNLOADS: dict[str, str] = {"masks.zip": "application/zip", "overlay.mp4": "video/mp4"}
 
-_STATUSES = ("loading", "embedding", "ready", "error")
+_STATUSES = ("loading", "embedding", "matching", "ready", "error")
 
 
 def colour_hex(obj_id: int) -> str:
@@ -281,6 +281,7 @@ class Annotator:
             t0 = time.perf_counter()
             video = segmenter.embed(self.source, progress=False)
             self.embed_seconds = time.perf_counter() - t0
+            self.status = "matching"  # the session matches neighbouring frames (about 30 ms a 480p frame)
             session = self._session_factory(video)
             # First uses import code lazily (NumPy's np.unique pulls in numpy.ma, Pillow its PNG
             # writer): pay for it now, not on the user's first click.

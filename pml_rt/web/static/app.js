@@ -114,10 +114,12 @@
     if (st.status !== "ready") {
       applyState(st);  // objects can be named while the embeddings are computed
       const { done, total } = st.progress;
-      $("loading-text").textContent = st.status === "loading"
-        ? "Loading the model…" : `Computing embeddings: frame ${done} of ${total}`;
+      const what = { loading: ["Loading the model…", "loading the model"],
+                     matching: ["Matching each frame to its neighbours…", "matching frames"] }[st.status]
+        || [`Computing embeddings: frame ${done} of ${total}`, `embedding ${done}/${total}`];
+      $("loading-text").textContent = what[0];
       $("progress").value = total ? done / total : 0;
-      say(st.status === "loading" ? "loading the model" : `embedding ${done}/${total}`);
+      say(what[1]);
       setTimeout(poll, 250);
       return;
     }
