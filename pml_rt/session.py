@@ -410,7 +410,7 @@ class Session:
             if self.upsample == "bilinear" and self.k == 1 else None
         self._pending: _Pending | None = None  # the other frames of a deferred annotation
         # Matches of every cell to the frames before and after (once: they depend only on the
-        # embeddings), and the spread shares float32 (T*h*w, C) behind the labels.
+        # embeddings), and the objects' spread shares float32 (C-1, T*h*w) behind the labels.
         self._links = None if self.temporal is None else TemporalLinks.build(
             self.emb.reshape(t, h, w, -1), **TEMPORAL_LINKS)
         self._spread: Any = None
