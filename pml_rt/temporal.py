@@ -23,7 +23,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from .errors import InputError
 from .knn import NEG, WindowKeys
