@@ -23,7 +23,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-
 from .errors import InputError
 from .knn import NEG, WindowKeys
 from .upsample.grid import sparse_module
