@@ -41,6 +41,7 @@ from pml_rt.robots import (  # noqa: E402
     scribble_robot,
     summarize_click_runs,
     synthetic_video,
+    temporal_option,
 )
 from pml_rt.segmenter import Segmenter  # noqa: E402
 from pml_rt.session import INTERACTIVE_UPSAMPLE  # noqa: E402
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
     p.add_argument("--smoothing", default=None,
                    help="session smoothing box FRAMES,ROWS,COLS (e.g. 3,3,3) or none (default: the session's)")
-    p.add_argument("--temporal", default=None,
+    p.add_argument("--temporal", type=temporal_option, default=argparse.SUPPRESS,
                    help="session temporal share in [0, 1) or none (default: the session's)")
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
@@ -117,11 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 int(v) for v in args.smoothing.split(","))
         except ValueError:
             p.error(f"--smoothing takes FRAMES,ROWS,COLS or none, got {args.smoothing!r}")
-    if args.temporal is not None:
-        try:
-            opts["temporal"] = None if args.temporal.lower() == "none" else float(args.temporal)
-        except ValueError:
-            p.error(f"--temporal takes a share in [0, 1) or none, got {args.temporal!r}")
+    if "temporal" in args:
+        opts["temporal"] = args.temporal
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     click_runs, scribble_runs, propagate_runs, propagate2_runs = [], [], [], []

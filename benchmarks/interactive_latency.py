@@ -24,7 +24,14 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pml_rt.davis import default_data_root  # noqa: E402
-from pml_rt.robots import davis_videos, format_latency, measure_latency, robot_clicks, synthetic_video  # noqa: E402
+from pml_rt.robots import (  # noqa: E402
+    davis_videos,
+    format_latency,
+    measure_latency,
+    robot_clicks,
+    synthetic_video,
+    temporal_option,
+)
 from pml_rt.segmenter import Segmenter  # noqa: E402
 from pml_rt.session import INTERACTIVE_UPSAMPLE  # noqa: E402
 from pml_rt.upsample import METHODS  # noqa: E402
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=None, help="neighbours per vote (default: the session's)")
     p.add_argument("--position-weight", type=float, default=None)
-    p.add_argument("--temporal", default=None,
+    p.add_argument("--temporal", type=temporal_option, default=argparse.SUPPRESS,
                    help="session temporal share in [0, 1) or none (default: the session's)")
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
@@ -55,11 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         opts["k"] = args.k
     if args.position_weight is not None:
         opts["position_weight"] = args.position_weight
-    if args.temporal is not None:
-        try:
-            opts["temporal"] = None if args.temporal.lower() == "none" else float(args.temporal)
-        except ValueError:
-            p.error(f"--temporal takes a share in [0, 1) or none, got {args.temporal!r}")
+    if "temporal" in args:
+        opts["temporal"] = args.temporal
     if args.synthetic:
         video, gt = synthetic_video(args.frames, (480, 854), 2, d=128, seed=args.seed, square=160, noise=0.5)
         name = "synthetic"

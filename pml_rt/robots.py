@@ -586,6 +586,19 @@ def format_scribble_table(runs: list[ScribbleRun]) -> str:
     return "\n".join(lines)
 
 
+def temporal_option(text: str) -> float | None:
+    """``--temporal`` of the interactive benchmarks: a share in [0, 1) or ``none`` (the session
+    checks the range); for argparse's ``type=``."""
+    import argparse  # noqa: PLC0415
+
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--temporal takes a share in [0, 1) or none, got {text!r}") from None
+
+
 # -- response time -------------------------------------------------------------------------
 
 def robot_clicks(video: Any, gt: Any, count: int, *, seed: int = 0, session_options: dict | None = None

@@ -975,7 +975,7 @@ class Session:
         ev = evidence_shares(best, TEMPORAL_EVIDENCE_TEMPERATURE).reshape(c - 1, t1 - t0, h * w)
         active = np.flatnonzero(self.ref_active)
         cells = self.ref_cell[active]
-        cols = np.asarray([self.objects.column(int(o)) for o in self.ref_obj[active]], dtype=np.int64)
+        cols = self.objects.columns_of(self.ref_obj[active])  # every active reference's id is registered
         seeds = {}
         for f in np.unique(cells // (h * w)).tolist():
             if not t0 <= f < t1:
@@ -1018,7 +1018,7 @@ class Session:
         xp = self.xp
         t, h, w = self.shape
         lut = to_device(self.objects.lut(), xp)
-        if self._links is not None:  # the spread moves labels anywhere: compare every cell
+        if self._links is not None:  # the spread moves labels anywhere: compare every respread cell
             if rows is not None and rows.shape[0] == 0 and (ref_frames is None or not len(ref_frames)) \
                     and not self._partial:
                 return Update((), 0)

@@ -76,19 +76,21 @@ class TemporalLinks:
             wts /= wts.sum(axis=1, keepdims=True)
             return sparse.csr_matrix((wts.ravel(), xp.maximum(cells, 0).ravel(), indptr), shape=(n, n))
 
+        def frame(i: int) -> Any:
+            return xp.asarray(embeddings[i], dtype=xp.float32) if 0 <= i < t else None
+
         back: list[Any] = [None] * t
         ahead: list[Any] = [None] * t
-        frame = [xp.asarray(embeddings[i], dtype=xp.float32) for i in range(min(t, 2))]
         keys = WindowKeys((h, w), d, 1, radius, xp=xp)  # one slot, overwritten by each push
+        prev, cur = None, frame(0)
         for j in range(t):  # frame j as the keys of its two neighbours: cut into windows once
-            keys.push(frame[j], ids)
-            if j + 2 < t:
-                frame.append(xp.asarray(embeddings[j + 2], dtype=xp.float32))
-            if j + 1 < t:
-                back[j + 1] = matrix(keys.search(frame[j + 1], neighbours))
-            if j > 0:
-                ahead[j - 1] = matrix(keys.search(frame[j - 1], neighbours))
-                frame[j - 1] = None  # no longer needed
+            nxt = frame(j + 1)
+            keys.push(cur, ids)
+            if nxt is not None:
+                back[j + 1] = matrix(keys.search(nxt, neighbours))
+            if prev is not None:
+                ahead[j - 1] = matrix(keys.search(prev, neighbours))
+            prev, cur = cur, nxt
             if progress is not None:
                 progress(j + 1)
         return cls(back, ahead, int(radius), int(neighbours), float(temperature))
