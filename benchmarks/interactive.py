@@ -37,11 +37,11 @@ from pml_rt.robots import (  # noqa: E402
     davis_videos,
     format_click_table,
     format_scribble_table,
+    number_or_none,
     plot_click_curves,
     scribble_robot,
     summarize_click_runs,
     synthetic_video,
-    temporal_option,
 )
 from pml_rt.segmenter import Segmenter  # noqa: E402
 from pml_rt.session import INTERACTIVE_UPSAMPLE  # noqa: E402
@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
     p.add_argument("--smoothing", default=None,
                    help="session smoothing box FRAMES,ROWS,COLS (e.g. 3,3,3) or none (default: the session's)")
-    p.add_argument("--temporal", type=temporal_option, default=argparse.SUPPRESS,
+    p.add_argument("--temporal", type=number_or_none, default=argparse.SUPPRESS,
                    help="session temporal share in [0, 1) or none (default: the session's)")
+    p.add_argument("--background-floor", type=number_or_none, default=argparse.SUPPRESS,
+                   help="session background_floor, a similarity, or none (default: the session's)")
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
@@ -118,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                 int(v) for v in args.smoothing.split(","))
         except ValueError:
             p.error(f"--smoothing takes FRAMES,ROWS,COLS or none, got {args.smoothing!r}")
-    if "temporal" in args:
-        opts["temporal"] = args.temporal
+    for key in ("temporal", "background_floor"):  # given on the command line, even as none
+        if key in args:
+            opts[key] = getattr(args, key)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     click_runs, scribble_runs, propagate_runs, propagate2_runs = [], [], [], []

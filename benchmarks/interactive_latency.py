@@ -28,9 +28,9 @@ from pml_rt.robots import (  # noqa: E402
     davis_videos,
     format_latency,
     measure_latency,
+    number_or_none,
     robot_clicks,
     synthetic_video,
-    temporal_option,
 )
 from pml_rt.segmenter import Segmenter  # noqa: E402
 from pml_rt.session import INTERACTIVE_UPSAMPLE  # noqa: E402
@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=None, help="neighbours per vote (default: the session's)")
     p.add_argument("--position-weight", type=float, default=None)
-    p.add_argument("--temporal", type=temporal_option, default=argparse.SUPPRESS,
+    p.add_argument("--temporal", type=number_or_none, default=argparse.SUPPRESS,
                    help="session temporal share in [0, 1) or none (default: the session's)")
+    p.add_argument("--background-floor", type=number_or_none, default=argparse.SUPPRESS,
+                   help="session background_floor, a similarity, or none (default: the session's)")
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--cache", default="runs/interactive/embeddings", help="embedding cache folder")
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         opts["k"] = args.k
     if args.position_weight is not None:
         opts["position_weight"] = args.position_weight
-    if "temporal" in args:
-        opts["temporal"] = args.temporal
+    for key in ("temporal", "background_floor"):  # given on the command line, even as none
+        if key in args:
+            opts[key] = getattr(args, key)
     if args.synthetic:
         video, gt = synthetic_video(args.frames, (480, 854), 2, d=128, seed=args.seed, square=160, noise=0.5)
         name = "synthetic"

@@ -586,9 +586,10 @@ def format_scribble_table(runs: list[ScribbleRun]) -> str:
     return "\n".join(lines)
 
 
-def temporal_option(text: str) -> float | None:
-    """``--temporal`` of the interactive benchmarks: a share in [0, 1) or ``none`` (the session
-    checks the range); for argparse's ``type=``."""
+def number_or_none(text: str) -> float | None:
+    """A session option given on a benchmark's command line (``--temporal``,
+    ``--background-floor``): a number or ``none`` (the session checks the range); for
+    argparse's ``type=``."""
     import argparse  # noqa: PLC0415
 
     if text.lower() == "none":
@@ -596,7 +597,7 @@ def temporal_option(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--temporal takes a share in [0, 1) or none, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
 
 
 # -- response time -------------------------------------------------------------------------

@@ -132,6 +132,13 @@ TEMPORAL_LINKS = {"radius": 4, "neighbours": 4, "temperature": 0.05}
 #: weight), then spreads: the annotated frame's labels are provisional until ``settle()``.
 TEMPORAL_DEFER_FRAMES = 10
 
+#: Similarity (of unit-length embeddings, less the position penalty) a cell needs to some
+#: object's reference to take that object's label: as if every cell also had a background
+#: reference this similar. Few clicks leave most of the background far from every
+#: background reference; without a floor such cells go to whichever object is least unlike
+#: them. Chosen with the click robot on the train split (docs/INTERACTIVE.md).
+BACKGROUND_FLOOR = 0.05
+
 #: Position prior for models whose embeddings carry no position (the untrained packaged
 #: model): chosen with the click robot on the train split (docs/INTERACTIVE.md).
 UNTRAINED_POSITION_WEIGHT = 3.0
@@ -149,6 +156,15 @@ def _position_defaults(config: Any, weight: float | None, scale: float | None) -
         return float(weight), float(scale)
     except (TypeError, ValueError):
         raise InputError(f"position_weight and time_scale must be numbers, got {weight!r}, {scale!r}") from None
+
+
+def _check_floor(floor: Any) -> float | None:
+    if floor is None:
+        return None
+    if isinstance(floor, bool) or not isinstance(floor, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(floor):
+        raise InputError(f"background_floor must be None or a finite similarity, e.g. 0.1; got {floor!r}")
+    return float(floor)
 
 
 def _check_smoothing(smoothing: Any) -> tuple[int, int, int] | None:
@@ -324,6 +340,19 @@ def bilinear_onehot_labels(labels: Any, columns: list[int], out_size: tuple[int,
     return _Bilinear(tuple(labels.shape), out_size, stride, get_xp(labels)).labels(labels, columns)
 
 
+def _match_frames(emb: Any, progress: Any) -> TemporalLinks:
+    """The session's :class:`TemporalLinks` of ``emb`` (T, h, w, d), reporting progress as asked
+    (``True``: a tqdm bar; a callable: called with the frames done; ``False``: nothing)."""
+    if callable(progress):
+        return TemporalLinks.build(emb, **TEMPORAL_LINKS, progress=progress)
+    if not progress:
+        return TemporalLinks.build(emb, **TEMPORAL_LINKS)
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    with tqdm(total=int(emb.shape[0]), desc="match frames", unit="frame", leave=False) as bar:
+        return TemporalLinks.build(emb, **TEMPORAL_LINKS, progress=lambda done: bar.update(done - bar.n))
+
+
 class Session:
     """Interactive kNN segmentation of one embedded video (see the module docstring).
 
@@ -344,13 +373,16 @@ class Session:
     :data:`TEMPORAL`, None turns it off); the matches are found once, here (about 30 ms a
     480p frame), and every click then spreads the evidence through the whole video; with
     ``defer=True`` the annotated frame's labels are provisional until ``settle()``. xp:
-    ``"numpy"`` (default) or ``"cupy"``.
+    ``"numpy"`` (default) or ``"cupy"``. progress: ``True`` shows a progress bar while the
+    frames are matched (seconds for a few hundred frames), or a callable taking the number
+    of frames matched so far (an interface's own display); ``False`` (default) shows nothing.
     """
 
     def __init__(self, video: Any, k: int = 1, *, background_stride: int = 2, upsample: str = INTERACTIVE_UPSAMPLE,
                  weighting: str = "majority", temperature: float = 0.1, position_weight: float | None = None,
                  time_scale: float | None = None, smoothing: tuple[int, int, int] | None = SMOOTHING,
-                 temporal: float | None = TEMPORAL, xp: Any = None):
+                 temporal: float | None = TEMPORAL, background_floor: float | None = BACKGROUND_FLOOR, xp: Any = None,
+                 progress: Any = False):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(background_stride, bool) or not isinstance(background_stride, (int, np.integer)) \
@@ -360,10 +392,13 @@ class Session:
             raise InputError(f"weighting must be 'majority' or 'softmax', got {weighting!r}")
         check_method(upsample)
         smoothing = _check_smoothing(smoothing)
+        if not (isinstance(progress, bool) or callable(progress)):
+            raise InputError(f"progress must be True, False or a callable taking the frames done; got {progress!r}")
         if temporal is not None and (isinstance(temporal, bool) or not isinstance(temporal, (int, float))
                                      or not 0 <= temporal < 1):
             raise InputError(f"temporal must be None or a share in [0, 1), e.g. {TEMPORAL}; got {temporal!r}")
         position_weight, time_scale = _position_defaults(video.config, position_weight, time_scale)
+        background_floor = _check_floor(background_floor)
         if not np.isfinite(position_weight) or position_weight < 0 or not np.isfinite(time_scale) or time_scale < 0:
             raise InputError(f"position_weight and time_scale must be finite and >= 0, got {position_weight!r}, "
                              f"{time_scale!r}")
@@ -375,6 +410,8 @@ class Session:
         self.temperature = float(temperature)  # of the softmax weighting
         self.smoothing = smoothing  # (frames, rows, cols) box of the label majority, or None
         self.temporal = None if not temporal else float(temporal)  # evidence share from neighbouring frames
+        # Similarity a cell needs to an object's reference to take its label (None: off).
+        self.background_floor = background_floor
         dev = getattr(video, "device_embeddings", None)  # a GPU backend's copy, if it kept one
         if xp is None and dev is not None:
             xp = get_xp(dev)
@@ -411,8 +448,7 @@ class Session:
         self._pending: _Pending | None = None  # the other frames of a deferred annotation
         # Matches of every cell to the frames before and after (once: they depend only on the
         # embeddings), and the objects' spread shares float32 (C-1, T*h*w) behind the labels.
-        self._links = None if self.temporal is None else TemporalLinks.build(
-            self.emb.reshape(t, h, w, -1), **TEMPORAL_LINKS)
+        self._links = None if self.temporal is None else _match_frames(self.emb.reshape(t, h, w, -1), progress)
         self._spread: Any = None
         # The two passes behind ``_spread``, float32 (C-1, T, h*w) each: a deferred annotation
         # respreads its own run of frames from their values at the run's edges.
@@ -939,10 +975,29 @@ class Session:
         scores, _ = vote(Candidates(s, lab), c, self.weighting, self.temperature)
         return scores
 
+    def _candidates(self, rows: Any) -> Any:
+        """Per-column candidates float32 (C, n, k) of cells ``rows`` (None = all), the
+        background floor counted as one more background reference of every cell: it takes
+        the place of the background's least similar candidate where it is more similar."""
+        xp = self.xp
+        best = self._best if rows is None else self._best[:, rows]
+        if self.background_floor is None:
+            return best
+        best = best.copy()
+        floor = xp.float32(self.background_floor)
+        if self.k == 1:
+            xp.maximum(best[0, :, 0], floor, out=best[0, :, 0])
+            return best
+        bg = best[0]  # (n, k), unordered
+        cells = xp.arange(bg.shape[0])
+        worst = xp.argmin(bg, axis=1)
+        bg[cells, worst] = xp.maximum(bg[cells, worst], floor)
+        return best
+
     def _vote_labels(self, rows: Any) -> Any:
         """Column of the winning label of cells ``rows`` (None = all): int (n,)."""
         xp = self.xp
-        best = self._best if rows is None else self._best[:, rows]  # (C, n, k)
+        best = self._candidates(rows)  # (C, n, k)
         if self.k == 1:
             return xp.argmax(best[:, :, 0], axis=0)
         return xp.argmax(self._vote(best), axis=1)
@@ -971,7 +1026,8 @@ class Session:
         if c == 1:  # background references only: nothing to spread
             self._spread, self._passes, self._partial = xp.zeros((0, t * h * w), dtype=xp.float32), None, False
             return (0, t), xp.zeros(t * h * w, dtype=xp.uint8)
-        best = self._best[:, where, 0] if self.k == 1 else self._best[:, where].max(axis=2)  # top-k is unordered
+        cand = self._candidates(where)
+        best = cand[:, :, 0] if self.k == 1 else cand.max(axis=2)  # top-k is unordered
         ev = evidence_shares(best, TEMPORAL_EVIDENCE_TEMPERATURE).reshape(c - 1, t1 - t0, h * w)
         active = np.flatnonzero(self.ref_active)
         cells = self.ref_cell[active]
@@ -1142,9 +1198,9 @@ class Session:
             objects = self._spread[:, rows] / xp.float32(1 + self.temporal)  # type: ignore[operator]
             return xp.concatenate([1 - objects.sum(axis=0)[None], objects]).reshape(c, h, w)
         if self.k == 1:
-            col = xp.argmax(self._best[:, rows, 0], axis=0)
+            col = xp.argmax(self._candidates(rows)[:, :, 0], axis=0)
             return (col[None] == xp.arange(c)[:, None]).astype(xp.float32).reshape(c, h, w)
-        return self._vote(self._best[:, rows]).T.reshape(c, h, w)
+        return self._vote(self._candidates(rows)).T.reshape(c, h, w)
 
     def _upsample(self, frame: int, guide: Any = None) -> np.ndarray:
         xp = self.xp

@@ -13,6 +13,7 @@ from pml_rt.robots import (
     davis_videos,
     format_latency,
     measure_latency,
+    number_or_none,
     robot_clicks,
     scribble_robot,
     skeleton_path,
@@ -205,3 +206,12 @@ def test_davis_videos_embed_once_then_read_the_cache(data_root, segmenter, tmp_p
     assert len(cached) == 1
     (_, again, _), = davis_videos(root, ["blackswan"], max_frames=2, cache_dir=tmp_path)
     assert np.array_equal(again.embeddings, video.embeddings)
+
+
+def test_number_or_none_reads_benchmark_session_options():
+    import argparse
+
+    assert number_or_none("none") is None and number_or_none("NONE") is None
+    assert number_or_none("0.9") == 0.9 and number_or_none("-0.1") == -0.1
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a number or none, got 'x'"):
+        number_or_none("x")

@@ -24,18 +24,23 @@ def centre(gt: np.ndarray, t: int, obj: int) -> tuple[int, int]:
     return int(xs.mean()), int(ys.mean())
 
 
+def cell_positions(s: Session) -> np.ndarray:
+    """float64 (T*h*w, 3): each cell's (x, y) centre over the frame's longer side and t * time_scale / 100."""
+    t, h, w = s.shape
+    tt, yy, xx = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+    side = max(s.frame_size)
+    return np.stack([(xx.ravel() + 0.5) * 8 / side, (yy.ravel() + 0.5) * 8 / side,
+                     tt.ravel() * s.time_scale / 100], axis=1)
+
+
 def brute_force_labels(s: Session) -> np.ndarray:
     """uint8 (T, h, w): each cell's k-NN vote among the active references, computed directly."""
     emb = to_host(s.emb).astype(np.float64)
     active = np.flatnonzero(s.ref_active)
     refs = emb[s.ref_cell[active]]
     sims = emb @ refs.T  # (N, M)
-    if s.position_weight:  # less a^2 |p - p'|^2 / 2, p = cell centre / longer side, t * time_scale / 100
-        t, h, w = s.shape
-        tt, yy, xx = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
-        side = max(s.frame_size)
-        p = np.stack([(xx.ravel() + 0.5) * 8 / side, (yy.ravel() + 0.5) * 8 / side,
-                      tt.ravel() * s.time_scale / 100], axis=1)
+    if s.position_weight:  # less a^2 |p - p'|^2 / 2
+        p = cell_positions(s)
         d2 = ((p[:, None, :] - p[s.ref_cell[active]][None, :, :]) ** 2).sum(axis=2)
         sims = sims - s.position_weight ** 2 / 2 * d2
     ids = s.ref_obj[active]
@@ -43,6 +48,9 @@ def brute_force_labels(s: Session) -> np.ndarray:
     if s.temporal is not None:
         raw = np.asarray(s.object_columns, np.uint8)[spread_columns(s, sims, cols)]
     else:
+        if s.background_floor is not None:  # one more background reference in every cell, this similar
+            sims = np.concatenate([sims, np.full((len(sims), 1), s.background_floor)], axis=1)
+            cols = np.append(cols, 0)
         order = np.argsort(-sims, axis=1, kind="stable")[:, : s.k]
         votes = np.zeros((len(emb), len(s.object_columns)))
         np.add.at(votes, (np.arange(len(emb))[:, None], cols[order]), 1)
@@ -64,6 +72,8 @@ def spread_columns(s: Session, sims: np.ndarray, cols: np.ndarray) -> np.ndarray
     c = len(s.object_columns)
     best = np.stack([sims[:, cols == j].max(axis=1) if (cols == j).any() else np.full(len(sims), -np.inf)
                      for j in range(c)], axis=1)
+    if s.background_floor is not None:
+        best[:, 0] = np.maximum(best[:, 0], s.background_floor)
     z = best / TEMPORAL_EVIDENCE_TEMPERATURE
     ev = np.exp(z - z.max(axis=1, keepdims=True))
     ev = (ev / ev.sum(axis=1, keepdims=True)).reshape(t, h * w, c)
@@ -246,7 +256,10 @@ def test_a_new_label_on_an_annotated_cell_replaces_the_old_one(clip):
                                      {"position_weight": 2.0, "time_scale": 10.0, "smoothing": (1, 3, 5)},
                                      {"k": 2, "position_weight": 1.0}, {"temporal": None},
                                      {"temporal": None, "smoothing": None}, {"temporal": None, "k": 3},
-                                     {"temporal": 0.5, "smoothing": None, "upsample": "bilateral-solver"}])
+                                     {"temporal": 0.5, "smoothing": None, "upsample": "bilateral-solver"},
+                                     {"background_floor": None}, {"background_floor": 0.85, "smoothing": None},
+                                     {"background_floor": 0.85, "temporal": None, "k": 3, "smoothing": None},
+                                     {"background_floor": 0.85, "temporal": None, "smoothing": None}])
 def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
     video, gt = synthetic_video(5, (40, 56), 3, seed=4, noise=0.4)
     s = video.session(xp=xp, **options)
@@ -274,7 +287,8 @@ def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
 @pytest.mark.parametrize("options", [{"smoothing": None}, {}, {"k": 3, "smoothing": None}, {"k": 3},
                                      {"k": 2, "position_weight": 1.0, "time_scale": 10.0, "smoothing": (3, 1, 1)},
                                      {"temporal": None, "smoothing": None}, {"temporal": None},
-                                     {"temporal": None, "k": 3, "smoothing": None}])
+                                     {"temporal": None, "k": 3, "smoothing": None},
+                                     {"background_floor": 0.85, "k": 3}, {"background_floor": None}])
 def test_deferred_annotations_update_their_frame_first_and_settle_to_the_same_state(options, xp, monkeypatch):
     """defer=True: the annotated frame at once (exact without temporal spreading; with it,
     provisional: the frames beyond TEMPORAL_DEFER_FRAMES keep their old evidence), the rest
@@ -524,3 +538,49 @@ def test_temporal_share_must_be_in_0_1(clip, bad):
     with pytest.raises(InputError, match="temporal must be None or a share"):
         clip[0].session(temporal=bad)
     assert clip[0].session(temporal=0).temporal is None  # 0 carries nothing: off
+
+
+def test_progress_reports_every_matched_frame_and_bad_values_are_rejected(clip, capsys):
+    video, gt = clip
+    done: list[int] = []
+    s = video.session(progress=done.append)
+    assert done == list(range(1, gt.shape[0] + 1))
+    quiet = video.session()
+    for sess in (s, quiet):
+        sess.add_clicks(0, [centre(gt, 0, 1), (1, 1)], [1, 0])
+    np.testing.assert_array_equal(s.masks(), quiet.masks())  # reporting changes nothing
+    video.session(progress=True)
+    assert "match frames" in capsys.readouterr().err  # the tqdm bar
+    with pytest.raises(InputError, match="progress must be True, False or a callable"):
+        video.session(progress="yes")
+    reported = len(done)
+    video.session(temporal=None, progress=done.append)  # nothing to match: no report
+    assert len(done) == reported
+
+
+def test_background_floor_makes_cells_unlike_every_object_reference_background(clip):
+    video, gt = clip
+    one_click = [centre(gt, 0, 1)]
+    bare = video.session(background_floor=None, smoothing=None, temporal=None)
+    bare.add_clicks(0, one_click, [1])
+    assert (bare.cell_labels() == 1).all()  # the only reference: every cell's nearest
+    floored = video.session(background_floor=0.5, smoothing=None, temporal=None)
+    floored.add_clicks(0, one_click, [1])
+    labels = floored.cell_labels()
+    assert (labels == 1).any() and (labels == 0).any()
+    e = to_host(floored.emb)
+    ref = floored.ref_cell[np.flatnonzero(floored.ref_active)][0]
+    sims = (e @ e[ref]).reshape(labels.shape) - position_penalty(floored, ref)
+    np.testing.assert_array_equal(labels == 1, sims > 0.5)  # object exactly where more similar than the floor
+
+
+def position_penalty(s: Session, ref: int) -> np.ndarray:
+    """The position penalty a^2 |p - p'|^2 / 2 of every cell to cell ``ref`` (T, h, w)."""
+    p = cell_positions(s)
+    return (s.position_weight ** 2 / 2 * ((p - p[ref]) ** 2).sum(axis=1)).reshape(s.shape)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.1", True])
+def test_background_floor_must_be_a_finite_number(clip, bad):
+    with pytest.raises(InputError, match="background_floor must be None or a finite similarity"):
+        clip[0].session(background_floor=bad)

@@ -800,3 +800,11 @@ def test_status_says_matching_while_the_session_is_made(segmenter, tmp_path):
     assert a.wait_ready(60), a.error
     assert seen == ["matching"] and a.status == "ready"
     a.close()
+
+
+def test_matching_progress_counts_the_frames_of_the_default_session(segmenter, tmp_path):
+    a = Annotator(make_clip(), tmp_path / "out", segmenter=segmenter).start()
+    assert a.wait_ready(60), a.error
+    progress = a.state()["progress"]
+    assert progress["matched"] == progress["total"] == a.num_frames
+    a.close()

@@ -177,8 +177,8 @@ def _without_object(annotations: list[dict], obj_id: int) -> list[dict]:
     return out
 
 
-def _default_session(video: Any) -> Any:
-    return video.session()
+def _default_session(video: Any, progress: Callable[[int], None] | None = None) -> Any:
+    return video.session(progress=progress or False)
 
 
 class Annotator:
@@ -206,7 +206,7 @@ class Annotator:
         self.num_frames = len(inner)
         self.frame_size: tuple[int, int] = tuple(inner.frame_size)  # type: ignore[assignment]
         self._segmenter = segmenter
-        self._session_factory = session_factory or _default_session
+        self._session_factory = session_factory or (lambda v: _default_session(v, self._on_matched))
         self.auto_background = bool(auto_background)
         self._jpeg_quality = int(jpeg_quality)
 
@@ -220,6 +220,7 @@ class Annotator:
         self.status = "loading"
         self.error: str | None = None
         self.done = 0  # frames embedded
+        self.matched = 0  # frames matched to their neighbours (the default session reports them)
         self.embed_seconds: float | None = None
         self.video: Any = None  # EmbeddedVideo once ready
         self.session: Any = None
@@ -255,6 +256,11 @@ class Annotator:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.status == "ready"
+
+    def _on_matched(self, done: int) -> None:
+        if self.source.cancel.is_set():
+            raise _Cancelled("the annotator was closed while matching frames")
+        self.matched = done
 
     def _on_frame(self, i: int, frame: np.ndarray) -> None:
         if self.status == "embedding":
@@ -333,7 +339,7 @@ class Annotator:
             return {
                 "status": self.status,
                 "error": self.error,
-                "progress": {"done": self.done, "total": self.num_frames},
+                "progress": {"done": self.done, "total": self.num_frames, "matched": self.matched},
                 "video": {"name": self.name, "num_frames": self.num_frames, "height": h, "width": w,
                           "fps": self.source.fps},
                 "objects": [o.to_json() for o in self.objects],
@@ -746,7 +752,7 @@ class Annotator:
         return path
 
     def close(self, timeout: float = 60.0) -> None:
-        """Stop embedding (at the next frame) and free the video's files."""
+        """Stop embedding or matching (at the next frame) and free the video's files."""
         self.source.cancel.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)

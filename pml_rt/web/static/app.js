@@ -113,12 +113,14 @@
     if (!S.stageReady) setupStage(st);
     if (st.status !== "ready") {
       applyState(st);  // objects can be named while the embeddings are computed
-      const { done, total } = st.progress;
+      const { done, total, matched } = st.progress;
       const what = { loading: ["Loading the model…", "loading the model"],
-                     matching: ["Matching each frame to its neighbours…", "matching frames"] }[st.status]
+                     matching: [`Matching each frame to its neighbours: frame ${matched} of ${total}`,
+                                `matching ${matched}/${total}`] }[st.status]
         || [`Computing embeddings: frame ${done} of ${total}`, `embedding ${done}/${total}`];
       $("loading-text").textContent = what[0];
-      $("progress").value = total ? done / total : 0;
+      const shown = st.status === "matching" ? matched : done;
+      $("progress").value = total ? shown / total : 0;
       say(what[1]);
       setTimeout(poll, 250);
       return;
