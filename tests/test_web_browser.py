@@ -243,6 +243,36 @@ def test_click_follow_export_in_chromium(browser, segmenter, tmp_path):
         server.stop()
 
 
+def test_loading_bar_follows_the_frame_matching(browser, segmenter, tmp_path):
+    import threading
+
+    from pml_rt.web.server import start_in_thread
+    from pml_rt.web.state import Annotator
+
+    release = threading.Event()
+
+    def factory(video):  # reports two frames matched, then holds the page in "matching"
+        holder[0]._on_matched(2)
+        release.wait(60)
+        return video.session(temporal=None)
+
+    holder = [Annotator(write_clip(tmp_path / "clip"), tmp_path / "out", segmenter=segmenter, session_factory=factory)]
+    server = start_in_thread(holder[0])
+    context, page, problems = open_page(browser, server.url)
+    try:
+        text = wait_js(page, "(t => t.startsWith('Matching') && t)(document.getElementById('loading-text').textContent)",
+                       timeout=120)
+        assert text == f"Matching each frame to its neighbours: frame 2 of {holder[0].num_frames}"
+        assert wait_js(page, "document.getElementById('progress').value") == pytest.approx(2 / holder[0].num_frames)
+        release.set()
+        wait_js(page, "pml.ready", timeout=60)
+        assert not problems, problems
+    finally:
+        release.set()
+        context.close()
+        server.stop()
+
+
 def test_bad_video_path_never_reaches_the_browser(tmp_path):
     from pml_rt.errors import InputError
     from pml_rt.web.state import Annotator

@@ -115,8 +115,9 @@
       applyState(st);  // objects can be named while the embeddings are computed
       const { done, total, matched } = st.progress;
       const what = { loading: ["Loading the model…", "loading the model"],
-                     matching: [`Matching each frame to its neighbours: frame ${matched} of ${total}`,
-                                `matching ${matched}/${total}`] }[st.status]
+                     matching: matched  // a session that reports its matching (the default one)
+                       ? [`Matching each frame to its neighbours: frame ${matched} of ${total}`, `matching ${matched}/${total}`]
+                       : ["Matching each frame to its neighbours…", "matching frames"] }[st.status]
         || [`Computing embeddings: frame ${done} of ${total}`, `embedding ${done}/${total}`];
       $("loading-text").textContent = what[0];
       const shown = st.status === "matching" ? matched : done;
