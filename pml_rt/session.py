@@ -372,8 +372,11 @@ class Session:
     from its matches in the frames before and after (:mod:`pml_rt.temporal`; default
     :data:`TEMPORAL`, None turns it off); the matches are found once, here (about 30 ms a
     480p frame), and every click then spreads the evidence through the whole video; with
-    ``defer=True`` the annotated frame's labels are provisional until ``settle()``. xp:
-    ``"numpy"`` (default) or ``"cupy"``. progress: ``True`` shows a progress bar while the
+    ``defer=True`` the annotated frame's labels are provisional until ``settle()``.
+    background_floor: the similarity a cell needs to one of an object's references to take
+    its label, as one more background reference of every cell (default
+    :data:`BACKGROUND_FLOOR`, for the packaged trained models' unit-length embeddings; None
+    turns it off). xp: ``"numpy"`` (default) or ``"cupy"``. progress: ``True`` shows a progress bar while the
     frames are matched (seconds for a few hundred frames), or a callable taking the number
     of frames matched so far (an interface's own display); ``False`` (default) shows nothing.
     """
