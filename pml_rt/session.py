@@ -27,8 +27,10 @@ Rules worth knowing:
   its frame;
 - a new label on a cell that already holds a reference of another label replaces it (the
   newest annotation of a cell wins; undo restores the old one);
-- with references of a single label only, every cell gets that label: click the
-  background too;
+- a cell takes an object's label only where it is more similar than ``background_floor``
+  (0.05) to one of that object's references, so a first object click alone does not label
+  the whole video that object; with the floor off (None) and references of a single label
+  only, every cell gets that label;
 - what a cell shows is smoothed: the label holding two thirds of its 3 x 3 x 3 box of
   cells, else its own (``smoothing``; annotated cells always show their own);
 - ``defer=True`` on a verb updates the annotated frame now and the rest at ``settle()``
