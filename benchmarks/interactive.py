@@ -32,14 +32,15 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from pml_rt.davis import DavisDataset, default_data_root  # noqa: E402
 from pml_rt.robots import (  # noqa: E402
+    add_session_switches,
     click_robot,
     click_then_propagate,
     davis_videos,
     format_click_table,
     format_scribble_table,
-    number_or_none,
     plot_click_curves,
     scribble_robot,
+    session_switches,
     summarize_click_runs,
     synthetic_video,
 )
@@ -95,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
     p.add_argument("--smoothing", default=None,
                    help="session smoothing box FRAMES,ROWS,COLS (e.g. 3,3,3) or none (default: the session's)")
-    p.add_argument("--temporal", type=number_or_none, default=argparse.SUPPRESS,
-                   help="session temporal share in [0, 1) or none (default: the session's)")
-    p.add_argument("--background-floor", type=number_or_none, default=argparse.SUPPRESS,
-                   help="session background_floor, a similarity, or none (default: the session's)")
+    add_session_switches(p)  # --temporal, --background-floor
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
@@ -120,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 int(v) for v in args.smoothing.split(","))
         except ValueError:
             p.error(f"--smoothing takes FRAMES,ROWS,COLS or none, got {args.smoothing!r}")
-    for key in ("temporal", "background_floor"):  # given on the command line, even as none
-        if key in args:
-            opts[key] = getattr(args, key)
+    opts.update(session_switches(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     click_runs, scribble_runs, propagate_runs, propagate2_runs = [], [], [], []

@@ -25,11 +25,12 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from pml_rt.davis import default_data_root  # noqa: E402
 from pml_rt.robots import (  # noqa: E402
+    add_session_switches,
     davis_videos,
     format_latency,
     measure_latency,
-    number_or_none,
     robot_clicks,
+    session_switches,
     synthetic_video,
 )
 from pml_rt.segmenter import Segmenter  # noqa: E402
@@ -50,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=None, help="neighbours per vote (default: the session's)")
     p.add_argument("--position-weight", type=float, default=None)
-    p.add_argument("--temporal", type=number_or_none, default=argparse.SUPPRESS,
-                   help="session temporal share in [0, 1) or none (default: the session's)")
-    p.add_argument("--background-floor", type=number_or_none, default=argparse.SUPPRESS,
-                   help="session background_floor, a similarity, or none (default: the session's)")
+    add_session_switches(p)  # --temporal, --background-floor
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--cache", default="runs/interactive/embeddings", help="embedding cache folder")
@@ -64,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         opts["k"] = args.k
     if args.position_weight is not None:
         opts["position_weight"] = args.position_weight
-    for key in ("temporal", "background_floor"):  # given on the command line, even as none
-        if key in args:
-            opts[key] = getattr(args, key)
+    opts.update(session_switches(args))
     if args.synthetic:
         video, gt = synthetic_video(args.frames, (480, 854), 2, d=128, seed=args.seed, square=160, noise=0.5)
         name = "synthetic"

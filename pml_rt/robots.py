@@ -600,6 +600,22 @@ def number_or_none(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
 
 
+def add_session_switches(parser: Any) -> None:
+    """``--temporal`` and ``--background-floor`` of the interactive benchmarks: session
+    options that ``none`` turns off, left out of :func:`session_switches` unless given."""
+    import argparse  # noqa: PLC0415
+
+    parser.add_argument("--temporal", type=number_or_none, default=argparse.SUPPRESS,
+                        help="session temporal share in [0, 1) or none (default: the session's)")
+    parser.add_argument("--background-floor", type=number_or_none, default=argparse.SUPPRESS,
+                        help="session background_floor, a similarity, or none (default: the session's)")
+
+
+def session_switches(args: Any) -> dict:
+    """The session options of :func:`add_session_switches` given on the command line, even as none."""
+    return {key: getattr(args, key) for key in ("temporal", "background_floor") if key in args}
+
+
 # -- response time -------------------------------------------------------------------------
 
 def robot_clicks(video: Any, gt: Any, count: int, *, seed: int = 0, session_options: dict | None = None

@@ -8,6 +8,7 @@ import pytest
 from pml_rt.errors import InputError
 from pml_rt.robots import (
     ClickRun,
+    add_session_switches,
     click_robot,
     click_then_propagate,
     davis_videos,
@@ -16,6 +17,7 @@ from pml_rt.robots import (
     number_or_none,
     robot_clicks,
     scribble_robot,
+    session_switches,
     skeleton_path,
     summarize_click_runs,
     synthetic_video,
@@ -215,3 +217,13 @@ def test_number_or_none_reads_benchmark_session_options():
     assert number_or_none("0.9") == 0.9 and number_or_none("-0.1") == -0.1
     with pytest.raises(argparse.ArgumentTypeError, match="expected a number or none, got 'x'"):
         number_or_none("x")
+
+
+def test_session_switches_pass_on_only_what_the_command_line_gave():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_session_switches(p)
+    assert session_switches(p.parse_args([])) == {}  # the session's own defaults
+    assert session_switches(p.parse_args(["--temporal", "none", "--background-floor", "0.1"])) == \
+        {"temporal": None, "background_floor": 0.1}

@@ -177,10 +177,6 @@ def _without_object(annotations: list[dict], obj_id: int) -> list[dict]:
     return out
 
 
-def _default_session(video: Any, progress: Callable[[int], None] | None = None) -> Any:
-    return video.session(progress=progress or False)
-
-
 class Annotator:
     """One video, annotated by one user through the page.
 
@@ -206,7 +202,7 @@ class Annotator:
         self.num_frames = len(inner)
         self.frame_size: tuple[int, int] = tuple(inner.frame_size)  # type: ignore[assignment]
         self._segmenter = segmenter
-        self._session_factory = session_factory or (lambda v: _default_session(v, self._on_matched))
+        self._session_factory = session_factory or self._default_session
         self.auto_background = bool(auto_background)
         self._jpeg_quality = int(jpeg_quality)
 
@@ -256,6 +252,10 @@ class Annotator:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.status == "ready"
+
+    def _default_session(self, video: Any) -> Any:
+        """``video.session()``, reporting its frame matching to the page (``matched``)."""
+        return video.session(progress=self._on_matched)
 
     def _on_matched(self, done: int) -> None:
         if self.source.cancel.is_set():
