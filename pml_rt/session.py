@@ -33,6 +33,8 @@ Rules worth knowing:
   only, every cell gets that label;
 - what a cell shows is smoothed: the label holding two thirds of its 3 x 3 x 3 box of
   cells, else its own (``smoothing``; annotated cells always show their own);
+- ``mask()``/``masks()`` upsample the labels the cells show (edge-aware by default, guided by
+  the frames, which the session keeps decoded up to ``GUIDE_CACHE_BYTES``);
 - ``defer=True`` on a verb updates the annotated frame now and the rest at ``settle()``
   (with temporal spreading the frame's labels are provisional until then: the search of the
   frames more than ``TEMPORAL_DEFER_FRAMES`` away is put off, and the spread still uses
@@ -52,11 +54,12 @@ import numpy as np
 
 from .annotations import ObjectMap, cell_labels
 from .errors import InputError, StateError
-from .io import read_mask
+from .io import FrameCache, read_mask
 from .knn import NEG, Candidates, topk, vote
 from .scribbles import polyline_pixels
 from .temporal import TemporalLinks, combine, evidence_shares
-from .upsample import argmax_labels, check_method, needs_guide, upsample_labels
+from .upsample import check_method, needs_guide, upsample_labels
+from .upsample.labels import argmax_labels
 from .xp import get_xp, to_device, to_host
 
 __all__ = ["Annotation", "Session", "Update", "bilinear_onehot_labels"]
@@ -109,9 +112,18 @@ class _Pending:
     span: tuple[int, int]  # frames t0..t1-1 searched already (the frame and its smoothing neighbours)
 
 
-#: Upsampling while the user works: bilinear answers a whole 480p frame in about a
-#: millisecond (the edge-aware methods take tens); pass ``upsample=`` for final masks.
-INTERACTIVE_UPSAMPLE = "bilinear"
+#: Upsampling of what the cells show: the joint bilateral filter (edges follow the frame's,
+#: about 5 ms a 480p frame) scored 0.016 J above bilinear (about 1 ms) over the click robot's
+#: curve on the train split, six seeds (docs/INTERACTIVE.md); ``upsample="bilinear"`` is the fastest.
+INTERACTIVE_UPSAMPLE = "joint-bilateral"
+
+#: Decoded frames a session keeps for edge-aware upsampling (least recently used leave
+#: first): 100 frames of 480p take 123 MB.
+GUIDE_CACHE_BYTES = 256 << 20
+
+#: Threads that draw the frames of ``masks()`` with an edge-aware method on the CPU (the
+#: filter's array loops run without the GIL): 1.45x faster on this project's 2-core machine.
+MASK_THREADS = min(2, os.cpu_count() or 1)
 
 #: Each cell shows the nearest-neighbour label that holds at least SWITCH_SHARE of the box of
 #: cells (frames, rows, columns) around it, else its own: single wrong cells and one-frame
@@ -450,6 +462,8 @@ class Session:
         # Bilinear weights of the exact k = 1 shortcut: built now (milliseconds), not on the first click.
         self._geometry = _Bilinear((h, w), self.frame_size, self.stride, self.xp) \
             if self.upsample == "bilinear" and self.k == 1 else None
+        # The frames that guide edge-aware upsampling, kept decoded: every click redraws most frames.
+        self._guides = FrameCache(video.source, GUIDE_CACHE_BYTES) if needs_guide(self.upsample) else None
         self._pending: _Pending | None = None  # the other frames of a deferred annotation
         # Matches of every cell to the frames before and after (once: they depend only on the
         # embeddings), and the objects' spread shares float32 (C-1, T*h*w) behind the labels.
@@ -607,14 +621,21 @@ class Session:
         self._require_refs()
         self.settle()
         t = self.shape[0]
+        todo = [i for i in range(t) if i not in self._masks]
+        # In order, on this thread: a video file's frames not held are decoded forward.
+        guides = [self._guides.read(i) for i in todo] if self._guides is not None else [None] * len(todo)
+        threads = min(MASK_THREADS, len(todo)) if self._guides is not None and self.xp is np else 1
+        if threads > 1:  # the edge-aware filter's NumPy loops let go of the GIL
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            with ThreadPoolExecutor(threads) as pool:
+                drawn = list(pool.map(self._upsample, todo, guides))
+        else:
+            drawn = [self._upsample(i, g) for i, g in zip(todo, guides)]
+        self._masks.update(zip(todo, drawn))
         out = np.empty((t, *self.frame_size), dtype=np.uint8)
-        frames = iter(self.video.source) if needs_guide(self.upsample) else None
         for i in range(t):
-            guide = next(frames) if frames is not None else None
-            m = self._masks.get(i)
-            if m is None:
-                m = self._masks[i] = self._upsample(i, guide)
-            out[i] = m
+            out[i] = self._masks[i]
         return out
 
     def propagate(self, frame: int | None = None, **options: Any) -> np.ndarray:
@@ -1207,15 +1228,21 @@ class Session:
             return (col[None] == xp.arange(c)[:, None]).astype(xp.float32).reshape(c, h, w)
         return self._vote(self._candidates(rows)).T.reshape(c, h, w)
 
-    def _upsample(self, frame: int, guide: Any = None) -> np.ndarray:
+    def _upsample(self, frame: int, guide: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (H, W) ids of ``frame`` at full resolution; ``guide``: the frame, where read already."""
         xp = self.xp
         t, h, w = self.shape
+        shown = self._shown[self._frame_cells(frame, frame + 1)].reshape(h, w)  # the cells' ids, as shown
         if self._geometry is not None:  # bilinear with k = 1: the exact shortcut, built at start
-            labels = self._shown[self._frame_cells(frame, frame + 1)].reshape(h, w)
-            return to_host(self._geometry.labels(labels, self.object_columns))
-        if guide is None and needs_guide(self.upsample):
-            guide = self.video.source.read(frame)
-        if guide is not None:
-            guide = to_device(np.asarray(guide), xp)
-        cols = upsample_labels(self._frame_scores(frame), self.frame_size, self.upsample, guide, stride=self.stride)
-        return to_host(to_device(self.objects.lut(), xp)[cols])
+            return to_host(self._geometry.labels(shown, self.object_columns))
+        if self._guides is not None:
+            guide = to_device(np.asarray(self._guides.read(frame) if guide is None else guide), xp)
+        # One-hot of the shown labels (not the vote shares, whose argmax may differ where the
+        # smoothing kept a small object): full resolution refines what the cells show.
+        ids = to_device(np.asarray(self.object_columns, dtype=np.uint8), xp)
+        onehot = (shown[None] == ids[:, None, None]).astype(xp.float32)
+        cols = upsample_labels(onehot, self.frame_size, self.upsample, guide, stride=self.stride)
+        lut = self.objects.lut()
+        if np.array_equal(lut, np.arange(len(lut))):  # ids 1..K in order: columns are the ids
+            return to_host(cols)
+        return to_host(xp.take(to_device(lut, xp), cols))

@@ -15,6 +15,7 @@ from pml_rt.io import (
     ArraySource,
     ContainerSource,
     FolderSource,
+    FrameCache,
     atomic_output_dir,
     atomic_write_path,
     open_video,
@@ -143,6 +144,38 @@ def test_array_sources() -> None:
     lst = open_video(list(frames), fps=10)
     assert len(lst) == 4 and lst.fps == 10.0
     np.testing.assert_array_equal(lst.read(1), frames[1])
+
+
+class _CountingSource(ArraySource):
+    """An array source that counts the frames it is asked for."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        super().__init__(frames)
+        self.reads: list[int] = []
+
+    def _read(self, i: int) -> np.ndarray:
+        self.reads.append(i)
+        return super()._read(i)
+
+
+def test_frame_cache_keeps_recent_frames_up_to_its_bytes() -> None:
+    frames = _frames(4)  # 48 x 64 x 3 = 9216 bytes each
+    src = _CountingSource(frames)
+    cache = FrameCache(src, 2 * frames[0].nbytes)
+    for i in (0, 1, 0, 1):
+        np.testing.assert_array_equal(cache.read(i), frames[i])
+    assert src.reads == [0, 1] and len(cache) == 2 and cache.nbytes == 2 * frames[0].nbytes
+    cache.read(2)  # 1 was read after 0, so 0 leaves
+    cache.read(1)
+    cache.read(0)
+    assert src.reads == [0, 1, 2, 0] and len(cache) == 2
+    none = FrameCache(src, 0)  # keeps nothing: every read goes to the source
+    none.read(3)
+    none.read(3)
+    assert src.reads[-2:] == [3, 3] and len(none) == 0 and none.nbytes == 0
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(InputError, match="max_bytes"):
+            FrameCache(src, bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

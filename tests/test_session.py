@@ -9,7 +9,7 @@ import pytest
 from pml_rt.errors import InputError, StateError
 from pml_rt.robots import synthetic_video
 from pml_rt.session import Session, Update, bilinear_onehot_labels
-from pml_rt.upsample import upsample_labels
+from pml_rt.upsample import METHODS, upsample_labels
 from pml_rt.xp import to_host
 
 
@@ -370,6 +370,56 @@ def test_fast_bilinear_labels_equal_the_upsample_dispatcher(size, n, xp):
     want = np.asarray(columns, np.uint8)[to_host(upsample_labels(xp.asarray(onehot), size, "bilinear"))]
     got = to_host(bilinear_onehot_labels(xp.asarray(ids), columns, size))
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_full_resolution_masks_show_what_the_cells_show(method):
+    """Every upsampling refines the shown cell labels: the squares (2 x 2 cells, which the
+    smoothing keeps though they hold less than half of their boxes) stay in the masks, and
+    cells whose neighbours all show their label keep it at every pixel. Edge-aware methods
+    read each frame from the source once, however many times the frames are redrawn."""
+    import dataclasses
+
+    from pml_rt.io import ArraySource
+
+    class Counting(ArraySource):
+        def _read(self, i: int) -> np.ndarray:
+            reads.append(i)
+            return super()._read(i)
+
+    reads: list[int] = []
+    video, gt = synthetic_video(4, (48, 64), 2, seed=1)
+    video = dataclasses.replace(video, source=Counting(np.stack(list(video.source))))
+    s = video.session(upsample=method)
+    (x1, y1), (x2, y2) = centre(gt, 0, 1), centre(gt, 0, 2)
+    s.add_clicks(0, [[x1, y1], [x2, y2], [1, 1]], [3, 7, 0])
+    s.mask(2)
+    s.add_clicks(3, [[60, 44]], [0])
+    masks = s.masks()
+    for t in range(4):
+        for obj, want in ((1, 3), (2, 7)):
+            x, y = centre(gt, t, obj)
+            assert masks[t, y, x] == want, (t, obj)
+    if method != "bilateral-solver":  # the solver's band reaches further than one cell
+        cells = s.cell_labels()
+        pad = np.pad(cells, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        for t, cy, cx in zip(*np.nonzero(cells >= 0)):
+            if (pad[t, cy:cy + 3, cx:cx + 3] == cells[t, cy, cx]).all():
+                assert (masks[t, cy * 8:cy * 8 + 8, cx * 8:cx * 8 + 8] == cells[t, cy, cx]).all()
+    assert sorted(reads) == ([] if method == "bilinear" else [0, 1, 2, 3])
+
+
+def test_masks_drawn_on_threads_equal_one_thread(clip, monkeypatch):
+    import pml_rt.session as session_module
+
+    video, gt = clip
+    got = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(session_module, "MASK_THREADS", threads)
+        s = video.session(upsample="joint-bilateral")
+        s.add_clicks(0, [list(centre(gt, 0, 1)), list(centre(gt, 0, 2)), [1, 1]], [1, 2, 0])
+        got[threads] = s.masks()
+    assert np.array_equal(got[1], got[2]) and (got[1] > 0).any()
 
 
 @pytest.mark.parametrize("method", ["bilinear", "joint-bilateral"])

@@ -1,7 +1,7 @@
 """Input and output: video frames in, masks and overlay pictures out.
 
 - :func:`open_video` gives a :class:`VideoSource` (array, image folder or video file) that
-  streams uint8 (H, W, 3) RGB frames.
+  streams uint8 (H, W, 3) RGB frames; :class:`FrameCache` keeps frames read again and again.
 - :func:`read_mask` reads object-id masks (DAVIS palette PNGs, 0/255 PNGs, arrays);
   :func:`write_palette_png` and :func:`write_masks` write DAVIS palette PNGs.
 - :func:`overlay`, :func:`save_overlay_png` and :func:`write_overlay_video` draw masks on frames.
@@ -22,6 +22,7 @@ from .video import (
     ArraySource,
     ContainerSource,
     FolderSource,
+    FrameCache,
     VideoSource,
     open_video,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "ArraySource",
     "ContainerSource",
     "FolderSource",
+    "FrameCache",
     "VideoSource",
     "atomic_output_dir",
     "atomic_write_path",

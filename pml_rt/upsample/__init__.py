@@ -10,7 +10,6 @@ from typing import Any, Callable
 
 from ..errors import InputError
 from .bilinear import bilinear_labels, bilinear_upsample
-from .labels import argmax_labels
 
 METHODS = ("bilinear", "bilateral-solver", "joint-bilateral")
 # Measured best (docs/RESULTS.md): on the val split the solver adds 3.2 points of F and 1.6 of J
@@ -57,9 +56,9 @@ def _edge_functions(method: str) -> tuple[Callable[..., Any], Callable[..., Any]
         from .bilateral_solver import bilateral_solver_labels, bilateral_solver_upsample  # noqa: PLC0415
 
         return bilateral_solver_upsample, bilateral_solver_labels
-    from .joint_bilateral import joint_bilateral_upsample  # noqa: PLC0415
+    from .joint_bilateral import joint_bilateral_labels, joint_bilateral_upsample  # noqa: PLC0415
 
-    return joint_bilateral_upsample, lambda s, g, c: argmax_labels(joint_bilateral_upsample(s, g, c))
+    return joint_bilateral_upsample, joint_bilateral_labels
 
 
 def _upsample(scores: Any, out_size: tuple[int, int], method: str, guide: Any, confidence: Any, stride: int,
@@ -81,7 +80,7 @@ def upsample_labels(scores: Any, out_size: tuple[int, int], method: str = "bilin
                     confidence: Any = None, stride: int = 8) -> Any:
     """Label columns (H, W) uint8: argmax over C of :func:`upsample_scores`, the same labels.
 
-    Bilinear and the bilateral solver make the labels without the full-resolution scores
-    (only pixels near a label change are computed; see their ``*_labels`` functions).
+    Every method makes the labels without the full-resolution scores (only pixels near a
+    label change are computed; see the ``*_labels`` functions).
     """
     return _upsample(scores, out_size, method, guide, confidence, stride, labels=True)

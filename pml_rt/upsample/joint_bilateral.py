@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import InputError
 from ..xp import get_xp
 from .bilateral_solver import STRIDE, band_cells, cell_pixels, check_inputs, nearest_cells
+from .labels import argmax_labels
 
 COLOUR_CAP = 20.0  # cap on the colour exponent: weight >= e^-20 times the spatial weight
 # Defaults chosen on the DAVIS-2016 train split (benchmarks/upsample.py; docs/UPSAMPLING.md).
@@ -75,6 +76,36 @@ def joint_bilateral_upsample(scores: Any, guide: Any, confidence: Any = None, *,
     device (rows sum to 1 where the inputs' do); labels = argmax over C.
     """
     scores, guide, confidence = check_inputs(scores, guide, confidence)
+    out = nearest_cells(scores, tuple(guide.shape[:2]))
+    filtered = _filter_band(scores, guide, confidence, sigma_spatial, sigma_luma, sigma_chroma, radius)
+    if filtered is not None:
+        pix, vals = filtered
+        out.reshape(out.shape[0], -1)[:, pix] = vals
+    return out
+
+
+def joint_bilateral_labels(scores: Any, guide: Any, confidence: Any = None, *,
+                           sigma_spatial: float = DEFAULT_SIGMA_SPATIAL, sigma_luma: float = DEFAULT_SIGMA_LUMA,
+                           sigma_chroma: float | None = DEFAULT_SIGMA_CHROMA, radius: int = 1) -> Any:
+    """``argmax`` over C of :func:`joint_bilateral_upsample` (same parameters): uint8 (H, W).
+
+    Why: outside the filtered band every pixel keeps its cell's label, so only the band's
+    pixels need their filtered scores compared; the (C, H, W) float32 scores of the whole
+    frame are never made (an interactive session redraws every frame a click changed).
+    """
+    scores, guide, confidence = check_inputs(scores, guide, confidence)
+    out = nearest_cells(argmax_labels(scores)[None], tuple(guide.shape[:2]))[0]  # each pixel: its cell's label
+    filtered = _filter_band(scores, guide, confidence, sigma_spatial, sigma_luma, sigma_chroma, radius)
+    if filtered is not None:
+        pix, vals = filtered
+        out.reshape(-1)[pix] = argmax_labels(vals)
+    return out
+
+
+def _filter_band(scores: Any, guide: Any, confidence: Any, sigma_spatial: float, sigma_luma: float,
+                 sigma_chroma: float | None, radius: int) -> tuple[Any, Any] | None:
+    """The filtered pixels near label changes: flat pixel ids (P,) and their scores float32 (C, P),
+    or None where the frame has no label change (every pixel keeps its cell's scores)."""
     if sigma_spatial <= 0 or sigma_luma <= 0 or (sigma_chroma is not None and sigma_chroma <= 0):
         raise InputError(f"sigmas must be > 0, got {sigma_spatial}, {sigma_luma}, {sigma_chroma}")
     if int(radius) != radius or radius < 1:
@@ -83,12 +114,11 @@ def joint_bilateral_upsample(scores: Any, guide: Any, confidence: Any = None, *,
     nc, h, w = scores.shape
     hh, ww = guide.shape[:2]
     r = int(radius)
-    out = nearest_cells(scores, (hh, ww))
     # A cell whose taps (all within r cells) share its label keeps it: that holds unless a
     # label change (a cell with a differing 8-neighbour) lies within r - 1 cells.
     cells = band_cells(scores, r - 1)
     if cells.shape[0] == 0:
-        return out
+        return None
     ys, xs, inside = cell_pixels(cells, w, (hh, ww))  # (K, 64) each
     feats = guide_features(xp.take(guide.reshape(-1, 3), ys * ww + xs, axis=0), sigma_luma, sigma_chroma)
     # Cell colours are needed out to r cells beyond the filtered ones.
@@ -106,7 +136,10 @@ def joint_bilateral_upsample(scores: Any, guide: Any, confidence: Any = None, *,
     k = cells.shape[0]
     half = STRIDE // 2
     shape5 = (k, 2, half, 2, half)
-    feats = [f.reshape(shape5) for f in feats]
+    # Features scaled by 1/sqrt(2), so a squared difference is already the colour exponent.
+    root_half = float(0.5 ** 0.5)
+    feats = [f.reshape(shape5) * root_half for f in feats]
+    means = [m * root_half for m in means]
     ci = (cells // w)[:, None, None] + xp.arange(-1, 1, dtype=xp.int32)[None, :, None]  # (K, 2, 1)
     cj = (cells % w)[:, None, None] + xp.arange(-1, 1, dtype=xp.int32)[None, None, :]  # (K, 1, 2)
     # Distance, in cells, from a pixel at offset o (0..7) in its cell to tap t of its quadrant.
@@ -115,21 +148,31 @@ def joint_bilateral_upsample(scores: Any, guide: Any, confidence: Any = None, *,
     inv2s2 = float(STRIDE) ** 2 / (2.0 * float(sigma_spatial) ** 2)
     acc_w = xp.zeros(shape5, dtype=xp.float32)
     acc = xp.zeros((nc,) + shape5, dtype=xp.float32)
+    d2 = xp.empty(shape5, dtype=xp.float32)  # scratch, reused by every tap
+    diff = xp.empty(shape5, dtype=xp.float32)
     for a in range(1 - r, r + 1):
-        dy2 = ((o - (quad - 1 + a)) ** 2 * inv2s2).reshape(2, half)[None, :, :, None, None]
+        dy2 = ((o - (quad - 1 + a)) ** 2 * inv2s2).reshape(2, half)
         for b in range(1 - r, r + 1):
-            dx2 = ((o - (quad - 1 + b)) ** 2 * inv2s2).reshape(2, half)[None, None, None, :, :]
+            dx2 = ((o - (quad - 1 + b)) ** 2 * inv2s2).reshape(2, half)
+            spatial = xp.exp(-(dy2[:, :, None, None] + dx2[None, None, :, :]))  # (2, 4, 2, 4)
             qi, qj = ci + a, cj + b
             ok = (qi >= 0) & (qi < h) & (qj >= 0) & (qj < w)  # (K, 2, 2)
             q = xp.where(ok, qi * w + qj, 0)
-            d2 = None
-            for f, m in zip(feats, means):
-                diff = f - m[q][:, :, None, :, None]
-                d2 = diff * diff if d2 is None else d2 + diff * diff
-            wt = xp.exp(-(xp.minimum(d2 * 0.5, COLOUR_CAP) + dy2 + dx2))
-            wt *= xp.where(ok, conf[q], 0.0)[:, :, None, :, None]
+            for j, (f, m) in enumerate(zip(feats, means)):
+                xp.subtract(f, m[q][:, :, None, :, None], out=diff)
+                if j == 0:
+                    xp.multiply(diff, diff, out=d2)
+                else:
+                    diff *= diff
+                    d2 += diff
+            xp.minimum(d2, COLOUR_CAP, out=d2)
+            xp.negative(d2, out=d2)
+            wt = xp.exp(d2, out=d2)
+            wt *= spatial[None]
+            wt *= xp.where(ok, conf[q], 0.0).astype(xp.float32)[:, :, None, :, None]
             acc_w += wt
-            acc += wt[None] * flat_scores[:, q][:, :, :, None, :, None]
+            for c in range(nc):
+                xp.multiply(wt, flat_scores[c, q][:, :, None, :, None], out=diff)
+                acc[c] += diff
     res = (acc / acc_w[None]).reshape(nc, k, STRIDE * STRIDE)
-    out.reshape(nc, hh * ww)[:, (ys * ww + xs)[inside]] = res[:, inside]
-    return out
+    return (ys * ww + xs)[inside], res[:, inside]
