@@ -463,7 +463,11 @@ class Session:
         self._geometry = _Bilinear((h, w), self.frame_size, self.stride, self.xp) \
             if self.upsample == "bilinear" and self.k == 1 else None
         # The frames that guide edge-aware upsampling, kept decoded: every click redraws most frames.
+        # Read now, in one forward pass, where they all fit: a video file decodes from its start
+        # to go back, so a first click on a late frame would wait for every frame before it.
         self._guides = FrameCache(video.source, GUIDE_CACHE_BYTES) if needs_guide(self.upsample) else None
+        if self._guides is not None and t * self.frame_size[0] * self.frame_size[1] * 3 <= GUIDE_CACHE_BYTES:
+            self._guides.fill()
         self._pending: _Pending | None = None  # the other frames of a deferred annotation
         # Matches of every cell to the frames before and after (once: they depend only on the
         # embeddings), and the objects' spread shares float32 (C-1, T*h*w) behind the labels.

@@ -428,6 +428,18 @@ class FrameCache:
         """Frames held now."""
         return len(self._frames)
 
+    def fill(self) -> int:
+        """Read the source once from the start, in order (a video file decodes forward), keeping
+        frames until ``max_bytes`` is reached; returns how many frames are held."""
+        for i, frame in enumerate(self.source):
+            if i in self._frames:
+                continue
+            if self.nbytes + frame.nbytes > self.max_bytes:
+                break
+            self._frames[i] = frame
+            self.nbytes += frame.nbytes
+        return len(self._frames)
+
     def read(self, i: int) -> np.ndarray:
         """Frame ``i`` uint8 (H, W, 3) RGB, from memory where it was read before (do not modify it)."""
         frame = self._frames.get(i)
