@@ -124,6 +124,7 @@ GUIDE_CACHE_BYTES = 256 << 20
 #: Threads that draw the frames of ``masks()`` with an edge-aware method on the CPU (the
 #: filter's array loops run without the GIL): 1.45x faster on this project's 2-core machine.
 MASK_THREADS = min(2, os.cpu_count() or 1)
+MASK_CHUNK = 16  # frames read and drawn together by masks()
 
 #: Each cell shows the nearest-neighbour label that holds at least SWITCH_SHARE of the box of
 #: cells (frames, rows, columns) around it, else its own: single wrong cells and one-frame
@@ -626,17 +627,22 @@ class Session:
         self.settle()
         t = self.shape[0]
         todo = [i for i in range(t) if i not in self._masks]
-        # In order, on this thread: a video file's frames not held are decoded forward.
-        guides = [self._guides.read(i) for i in todo] if self._guides is not None else [None] * len(todo)
         threads = min(MASK_THREADS, len(todo)) if self._guides is not None and self.xp is np else 1
+        pool = None
         if threads > 1:  # the edge-aware filter's NumPy loops let go of the GIL
             from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-            with ThreadPoolExecutor(threads) as pool:
-                drawn = list(pool.map(self._upsample, todo, guides))
-        else:
-            drawn = [self._upsample(i, g) for i, g in zip(todo, guides)]
-        self._masks.update(zip(todo, drawn))
+            pool = ThreadPoolExecutor(threads)
+        try:
+            for a in range(0, len(todo), MASK_CHUNK):  # a few frames at a time: a long video's are not all held
+                part = todo[a:a + MASK_CHUNK]
+                # In order, on this thread: a video file's frames not held are decoded forward.
+                guides = [self._guides.read(i) if self._guides is not None else None for i in part]
+                drawn = pool.map(self._upsample, part, guides) if pool is not None else map(self._upsample, part, guides)
+                self._masks.update(zip(part, drawn))
+        finally:
+            if pool is not None:
+                pool.shutdown()
         out = np.empty((t, *self.frame_size), dtype=np.uint8)
         for i in range(t):
             out[i] = self._masks[i]

@@ -421,8 +421,9 @@ def test_masks_drawn_on_threads_equal_one_thread(clip, monkeypatch):
 
     video, gt = clip
     got = {}
-    for threads in (1, 2):
+    for threads, chunk in ((1, 16), (2, 3)):  # 4 frames: one chunk, then two on two threads
         monkeypatch.setattr(session_module, "MASK_THREADS", threads)
+        monkeypatch.setattr(session_module, "MASK_CHUNK", chunk)
         s = video.session(upsample="joint-bilateral")
         s.add_clicks(0, [list(centre(gt, 0, 1)), list(centre(gt, 0, 2)), [1, 1]], [1, 2, 0])
         got[threads] = s.masks()
