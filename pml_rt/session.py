@@ -467,7 +467,7 @@ class Session:
         # Read now, in one forward pass, where they all fit: a video file decodes from its start
         # to go back, so a first click on a late frame would wait for every frame before it.
         self._guides = FrameCache(video.source, GUIDE_CACHE_BYTES) if needs_guide(self.upsample) else None
-        if self._guides is not None and t * self.frame_size[0] * self.frame_size[1] * 3 <= GUIDE_CACHE_BYTES:
+        if self._guides is not None and self._guides.fits_all:
             self._guides.fill()
         self._pending: _Pending | None = None  # the other frames of a deferred annotation
         # Matches of every cell to the frames before and after (once: they depend only on the

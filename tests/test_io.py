@@ -174,6 +174,7 @@ def test_frame_cache_keeps_recent_frames_up_to_its_bytes() -> None:
     none.read(3)
     assert src.reads[-2:] == [3, 3] and len(none) == 0 and none.nbytes == 0
     part = FrameCache(src, 3 * frames[0].nbytes)
+    assert not part.fits_all and FrameCache(src, 4 * frames[0].nbytes).fits_all
     part.read(1)
     assert part.fill() == 3 and sorted(part._frames) == [0, 1, 2]  # in order, until it is full
     np.testing.assert_array_equal(part.read(2), frames[2])

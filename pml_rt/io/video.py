@@ -428,6 +428,12 @@ class FrameCache:
         """Frames held now."""
         return len(self._frames)
 
+    @property
+    def fits_all(self) -> bool:
+        """Whether every frame of the source fits in ``max_bytes``."""
+        h, w = self.source.frame_size
+        return len(self.source) * h * w * 3 <= self.max_bytes
+
     def fill(self) -> int:
         """Read the source once from the start, in order (a video file decodes forward), keeping
         frames until ``max_bytes`` is reached; returns how many frames are held."""

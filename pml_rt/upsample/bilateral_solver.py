@@ -83,6 +83,26 @@ def nearest_cells(scores: Any, out_size: tuple[int, int]) -> Any:
     return xp.ascontiguousarray(full.reshape(nc, h * STRIDE, w * STRIDE)[:, :hh, :ww])
 
 
+def with_band(scores: Any, out_size: tuple[int, int], refined: tuple[Any, Any] | None) -> Any:
+    """Full-resolution scores float32 (C, H, W): each pixel its cell's, but the pixels of a
+    band refinement ``refined`` = (flat pixel ids (P,), scores (C, P)), or None for none."""
+    out = nearest_cells(scores, out_size)
+    if refined is not None:
+        pix, vals = refined
+        out.reshape(out.shape[0], -1)[:, pix] = vals
+    return out
+
+
+def labels_with_band(scores: Any, out_size: tuple[int, int], refined: tuple[Any, Any] | None) -> Any:
+    """``argmax`` over C of :func:`with_band`, uint8 (H, W), without the (C, H, W) scores:
+    each pixel its cell's label, the refined pixels their own scores' argmax."""
+    out = nearest_cells(argmax_labels(scores)[None], out_size)[0]
+    if refined is not None:
+        pix, vals = refined
+        out.reshape(-1)[pix] = argmax_labels(vals)
+    return out
+
+
 def band_cells(scores: Any, band: int | None) -> Any:
     """Flat ids (K,) int32 of the cells within ``band`` cells of a label change.
 
@@ -212,13 +232,9 @@ def bilateral_solver_upsample(scores: Any, guide: Any, confidence: Any = None, *
     (the smoothness term leaves constants alone).
     """
     scores, guide, confidence = check_inputs(scores, guide, confidence)
-    out = nearest_cells(scores, tuple(guide.shape[:2]))
     solved = _solve_band(scores, guide, confidence, sigma_spatial, sigma_luma, sigma_chroma, lam, iterations, tol,
                          band, group)
-    if solved is not None:
-        pix, vals = solved
-        out.reshape(out.shape[0], -1)[:, pix] = vals
-    return out
+    return with_band(scores, tuple(guide.shape[:2]), solved)
 
 
 def bilateral_solver_labels(scores: Any, guide: Any, confidence: Any = None, **params: Any) -> Any:
@@ -229,12 +245,7 @@ def bilateral_solver_labels(scores: Any, guide: Any, confidence: Any = None, **p
     and reducing the (C, H, W) float32 scores of the whole frame.
     """
     scores, guide, confidence = check_inputs(scores, guide, confidence)
-    out = nearest_cells(argmax_labels(scores)[None], tuple(guide.shape[:2]))[0]  # each pixel: its cell's label
-    solved = _solve_band(scores, guide, confidence, **params)
-    if solved is not None:
-        pix, vals = solved
-        out.reshape(-1)[pix] = argmax_labels(vals)
-    return out
+    return labels_with_band(scores, tuple(guide.shape[:2]), _solve_band(scores, guide, confidence, **params))
 
 
 def _solve_band(scores: Any, guide: Any, confidence: Any, sigma_spatial: int = 8,

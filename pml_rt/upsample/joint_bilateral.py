@@ -24,8 +24,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..xp import get_xp
-from .bilateral_solver import STRIDE, band_cells, cell_pixels, check_inputs, nearest_cells
-from .labels import argmax_labels
+from .bilateral_solver import STRIDE, band_cells, cell_pixels, check_inputs, labels_with_band, with_band
 
 COLOUR_CAP = 20.0  # cap on the colour exponent: weight >= e^-20 times the spatial weight
 # Defaults chosen on the DAVIS-2016 train split (benchmarks/upsample.py; docs/UPSAMPLING.md).
@@ -76,12 +75,8 @@ def joint_bilateral_upsample(scores: Any, guide: Any, confidence: Any = None, *,
     device (rows sum to 1 where the inputs' do); labels = argmax over C.
     """
     scores, guide, confidence = check_inputs(scores, guide, confidence)
-    out = nearest_cells(scores, tuple(guide.shape[:2]))
     filtered = _filter_band(scores, guide, confidence, sigma_spatial, sigma_luma, sigma_chroma, radius)
-    if filtered is not None:
-        pix, vals = filtered
-        out.reshape(out.shape[0], -1)[:, pix] = vals
-    return out
+    return with_band(scores, tuple(guide.shape[:2]), filtered)
 
 
 def joint_bilateral_labels(scores: Any, guide: Any, confidence: Any = None, *,
@@ -94,12 +89,8 @@ def joint_bilateral_labels(scores: Any, guide: Any, confidence: Any = None, *,
     frame are never made (an interactive session redraws every frame a click changed).
     """
     scores, guide, confidence = check_inputs(scores, guide, confidence)
-    out = nearest_cells(argmax_labels(scores)[None], tuple(guide.shape[:2]))[0]  # each pixel: its cell's label
     filtered = _filter_band(scores, guide, confidence, sigma_spatial, sigma_luma, sigma_chroma, radius)
-    if filtered is not None:
-        pix, vals = filtered
-        out.reshape(-1)[pix] = argmax_labels(vals)
-    return out
+    return labels_with_band(scores, tuple(guide.shape[:2]), filtered)
 
 
 def _filter_band(scores: Any, guide: Any, confidence: Any, sigma_spatial: float, sigma_luma: float,
