@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=25, help="first N frames of each sequence (default 25)")
     p.add_argument("--full", action="store_true", help="every frame of every sequence (overrides --max-frames)")
     p.add_argument("--seeds", type=int, default=5, help="click-robot runs per sequence (default 5)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seed of the first run (default 0): runs use seeds FIRST .. FIRST+SEEDS-1, so a second "
+                        "set of seeds checks a choice made on the first")
     p.add_argument("--robots", default="clicks,scribbles",
                    help="comma-separated: clicks (the paper's robot), scribbles, propagate (clicks on the first "
                         "frame, then propagation; not the paper's protocol), propagate2 (the same on the first and "
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-scale", type=float, default=None, help="session time_scale (default: the session's)")
     p.add_argument("--smoothing", default=None,
                    help="session smoothing box FRAMES,ROWS,COLS (e.g. 3,3,3) or none (default: the session's)")
-    add_session_switches(p)  # --temporal, --background-floor
+    add_session_switches(p)  # --temporal, --background-floor, --trust-span
     p.add_argument("--upsample", choices=METHODS, default=INTERACTIVE_UPSAMPLE,
                    help=f"mask upsampling (default {INTERACTIVE_UPSAMPLE}, the session's)")
     p.add_argument("--synthetic", action="store_true", help="three synthetic 3-object clips instead of DAVIS")
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     robots = {r.strip() for r in args.robots.split(",") if r.strip()}
     if not robots or not robots <= {"clicks", "scribbles", "propagate", "propagate2"}:
         p.error(f"--robots takes clicks, scribbles, propagate and/or propagate2, got {args.robots!r}")
+    if args.seeds < 1 or args.first_seed < 0:
+        p.error(f"--seeds must be >= 1 and --first-seed >= 0, got {args.seeds} and {args.first_seed}")
     opts = {"upsample": args.upsample}
     for key, val in (("k", args.k), ("position_weight", args.position_weight), ("time_scale", args.time_scale)):
         if val is not None:
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                  f", clicks on frames 0 and {middle} then propagate")):
             if name not in robots:
                 continue
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 t0 = time.perf_counter()
                 run = robot(video, gt, seed=seed, sequence=seq, session_options=opts, **extra)
                 runs.append(run)
@@ -154,14 +159,16 @@ def main(argv: list[str] | None = None) -> int:
         + ("all frames" if args.full else f"first {args.max_frames} frames"))
     text = [f"# Interactive benchmark: {where}", "",
             f"session options: {opts}; {frames} frames; {time.perf_counter() - t_start:.0f} s", ""]
-    report: dict = {"where": where, "options": opts, "frames": frames}
+    report: dict = {"where": where, "options": opts, "frames": frames,
+                    "seeds": list(range(args.first_seed, args.first_seed + args.seeds))}
+    seeds = f"{args.seeds} seeds" + (f", {args.first_seed}..{args.first_seed + args.seeds - 1}" if args.first_seed else "")
     short = "synthetic" if args.synthetic else (args.sequences or args.split) + (
         ", all frames" if args.full else f", first {args.max_frames} frames")
     curves = {}
     if click_runs:
         summary = summarize_click_runs(click_runs)
         objects = sorted({len(r.objects) for r in click_runs})
-        text += [f"## Click robot ({args.seeds} seeds; J on every frame; objects per sequence: {objects})", "",
+        text += [f"## Click robot ({seeds}; J on every frame; objects per sequence: {objects})", "",
                  format_click_table(summary), ""]
         curves[f"pml-rt, paper's robot ({short})"] = summary
         report["clicks"] = _jsonable(summary)
@@ -170,13 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                             ("propagate2", propagate2_runs, "frame 0 and the middle frame")):
         if runs:
             summary = summarize_click_runs(runs)
-            text += [f"## Clicks on {what}, then propagation ({args.seeds} seeds; not the paper's protocol; "
+            text += [f"## Clicks on {what}, then propagation ({seeds}; not the paper's protocol; "
                      "J on every frame)", "", format_click_table(summary), ""]
             curves[f"clicks on {what}, then propagate"] = summary
             report[key] = _jsonable(summary)
     if curves:
         plot_click_curves(curves, out / "interactive.png",
-                          title=f"click robot, {args.seeds} seeds, mean +- std over seeds")
+                          title=f"click robot, {seeds}, mean +- std over seeds")
     if scribble_runs:
         text += [f"## Scribble robot ({args.rounds} rounds; J&F on every frame)", "",
                  format_scribble_table(scribble_runs), ""]

@@ -601,7 +601,7 @@ def number_or_none(text: str) -> float | None:
 
 
 def add_session_switches(parser: Any) -> None:
-    """``--temporal`` and ``--background-floor`` of the interactive benchmarks: session
+    """``--temporal``, ``--background-floor`` and ``--trust-span`` of the interactive benchmarks: session
     options that ``none`` turns off, left out of :func:`session_switches` unless given."""
     import argparse  # noqa: PLC0415
 
@@ -609,11 +609,13 @@ def add_session_switches(parser: Any) -> None:
                         help="session temporal share in [0, 1) or none (default: the session's)")
     parser.add_argument("--background-floor", type=number_or_none, default=argparse.SUPPRESS,
                         help="session background_floor, a similarity, or none (default: the session's)")
+    parser.add_argument("--trust-span", type=number_or_none, default=argparse.SUPPRESS,
+                        help="session trust_span, a similarity > 0, or none (default: the session's)")
 
 
 def session_switches(args: Any) -> dict:
     """The session options of :func:`add_session_switches` given on the command line, even as none."""
-    return {key: getattr(args, key) for key in ("temporal", "background_floor") if key in args}
+    return {key: getattr(args, key) for key in ("temporal", "background_floor", "trust_span") if key in args}
 
 
 # -- response time -------------------------------------------------------------------------

@@ -142,6 +142,15 @@ SWITCH_SHARE = 2 / 3
 TEMPORAL = 0.9
 TEMPORAL_EVIDENCE_TEMPERATURE = 0.05
 TEMPORAL_LINKS = {"radius": 4, "neighbours": 4, "temperature": 0.05}
+#: How far a cell trusts its own evidence in the spreading: a cell whose best similarity (to a
+#: reference, or the background floor) lies ``s`` above the floor keeps ``min(1, s / TRUST_SPAN)``
+#: of its ``1 - TEMPORAL`` share of its own evidence and takes the rest from its matches. Why:
+#: with few clicks most cells are like no reference, and their evidence (a softmax of nearly
+#: equal small similarities) says little; their neighbours in time, traced back to a click, say
+#: more. ``trust_span=None`` gives every cell its full share. Chosen on the train split
+#: (docs/INTERACTIVE.md): larger spans helped the click robot more (up to 2) but cost the
+#: scribble robot more; 0.5 helped clicks on both seed sets and left scribbles where they were.
+TRUST_SPAN: float | None = 0.5
 #: With temporal spreading, ``defer=True`` searches the annotated frame and this many frames on
 #: either side at once (a frame's evidence reaches 10 frames away at 0.9^10 = 0.35 of its
 #: weight), then spreads: the annotated frame's labels are provisional until ``settle()``.
@@ -391,7 +400,10 @@ class Session:
     background_floor: the similarity a cell needs to one of an object's references to take
     its label, as one more background reference of every cell (default
     :data:`BACKGROUND_FLOOR`, for the packaged trained models' unit-length embeddings; None
-    turns it off). xp: ``"numpy"`` (default) or ``"cupy"``. progress: ``True`` shows a progress bar while the
+    turns it off). trust_span: with temporal spreading, the similarity above the floor at
+    which a cell keeps its full share of its own evidence; cells less like every reference
+    take more from their matches (default :data:`TRUST_SPAN`, None: every cell keeps its
+    full share). xp: ``"numpy"`` (default) or ``"cupy"``. progress: ``True`` shows a progress bar while the
     frames are matched (seconds for a few hundred frames), or a callable taking the number
     of frames matched so far (an interface's own display); ``False`` (default) shows nothing.
     """
@@ -399,8 +411,8 @@ class Session:
     def __init__(self, video: Any, k: int = 1, *, background_stride: int = 2, upsample: str = INTERACTIVE_UPSAMPLE,
                  weighting: str = "majority", temperature: float = 0.1, position_weight: float | None = None,
                  time_scale: float | None = None, smoothing: tuple[int, int, int] | None = SMOOTHING,
-                 temporal: float | None = TEMPORAL, background_floor: float | None = BACKGROUND_FLOOR, xp: Any = None,
-                 progress: Any = False):
+                 temporal: float | None = TEMPORAL, background_floor: float | None = BACKGROUND_FLOOR,
+                 trust_span: float | None = TRUST_SPAN, xp: Any = None, progress: Any = False):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(background_stride, bool) or not isinstance(background_stride, (int, np.integer)) \
@@ -417,6 +429,9 @@ class Session:
             raise InputError(f"temporal must be None or a share in [0, 1), e.g. {TEMPORAL}; got {temporal!r}")
         position_weight, time_scale = _position_defaults(video.config, position_weight, time_scale)
         background_floor = _check_floor(background_floor)
+        if trust_span is not None and (isinstance(trust_span, bool) or not isinstance(trust_span, (int, float))
+                                       or not np.isfinite(trust_span) or trust_span <= 0):
+            raise InputError(f"trust_span must be None or a similarity > 0, e.g. 0.5; got {trust_span!r}")
         if not np.isfinite(position_weight) or position_weight < 0 or not np.isfinite(time_scale) or time_scale < 0:
             raise InputError(f"position_weight and time_scale must be finite and >= 0, got {position_weight!r}, "
                              f"{time_scale!r}")
@@ -430,6 +445,9 @@ class Session:
         self.temporal = None if not temporal else float(temporal)  # evidence share from neighbouring frames
         # Similarity a cell needs to an object's reference to take its label (None: off).
         self.background_floor = background_floor
+        # Similarity above the floor at which a cell keeps its full share of its own evidence in
+        # the spreading (None: every cell does).
+        self.trust_span = None if trust_span is None else float(trust_span)
         dev = getattr(video, "device_embeddings", None)  # a GPU backend's copy, if it kept one
         if xp is None and dev is not None:
             xp = get_xp(dev)
@@ -1065,6 +1083,10 @@ class Session:
         cand = self._candidates(where)
         best = cand[:, :, 0] if self.k == 1 else cand.max(axis=2)  # top-k is unordered
         ev = evidence_shares(best, TEMPORAL_EVIDENCE_TEMPERATURE).reshape(c - 1, t1 - t0, h * w)
+        trust = None
+        if self.trust_span is not None:
+            low = xp.float32(self.background_floor or 0.0)
+            trust = xp.clip((best.max(axis=0) - low) / xp.float32(self.trust_span), 0, 1).reshape(t1 - t0, h * w)
         active = np.flatnonzero(self.ref_active)
         cells = self.ref_cell[active]
         cols = self.objects.columns_of(self.ref_obj[active])  # every active reference's id is registered
@@ -1077,15 +1099,15 @@ class Session:
             seeds[int(f)] = (to_device(cells[on] % (h * w), xp), to_device(values, xp))
         links = self._links  # type: ignore[union-attr]
         if span is None:
-            fwd, bwd = links.passes(ev, self.temporal, seeds)  # type: ignore[union-attr]
+            fwd, bwd = links.passes(ev, self.temporal, seeds, trust=trust)  # type: ignore[union-attr]
             self._passes = (fwd, bwd)
         else:
             old_f, old_b = self._passes  # type: ignore[misc]
             fwd, bwd = links.passes(ev, self.temporal, seeds, start=t0,  # type: ignore[union-attr]
                                     before=old_f[:, t0 - 1] if t0 > 0 else None,
-                                    after=old_b[:, t1] if t1 < t else None)
+                                    after=old_b[:, t1] if t1 < t else None, trust=trust)
             old_f[:, t0:t1], old_b[:, t0:t1] = fwd, bwd
-        shares = combine(fwd, bwd, ev, self.temporal).reshape(c - 1, -1)  # type: ignore[arg-type]
+        shares = combine(fwd, bwd, ev, self.temporal, trust).reshape(c - 1, -1)  # type: ignore[arg-type]
         if span is None:
             self._spread = shares
         else:

@@ -114,12 +114,14 @@ class TemporalLinks:
         return combine(fwd, bwd, evidence, alpha)
 
     def passes(self, evidence: Any, alpha: float, seeds: dict[int, tuple[Any, Any]] | None = None,
-               start: int = 0, before: Any = None, after: Any = None) -> tuple[Any, Any]:
+               start: int = 0, before: Any = None, after: Any = None, trust: Any = None) -> tuple[Any, Any]:
         """The forward and backward passes of :meth:`spread`, each float32 (K, T', n), over the
         frames ``start .. start + T' - 1`` of ``evidence`` (K, T', n) only: ``before`` (K, n) is
         the forward pass at frame ``start - 1`` and ``after`` (K, n) the backward pass at the
         frame after the last (None where the run starts or ends the video). Seeds are keyed by
-        video frame. A run of frames costs its share of a whole pass.
+        video frame. A run of frames costs its share of a whole pass. ``trust``: optional float32
+        (T', n) in [0, 1], how much of its own evidence each cell keeps: cell i of frame t takes
+        ``(1 - alpha) * trust`` of its evidence and the rest from its matches (None: 1 everywhere).
         """
         xp = get_xp(evidence)
         _, t, n = evidence.shape
@@ -134,7 +136,9 @@ class TemporalLinks:
             raise InputError(f"alpha must be in [0, 1), got {alpha!r}")
         seeds = seeds or {}
         a = xp.float32(alpha)
-        own = evidence * xp.float32(1 - alpha)
+        keep = None if trust is None else trust.astype(xp.float32) * xp.float32(1 - alpha)  # (T', n)
+        own = evidence * (xp.float32(1 - alpha) if keep is None else keep[None])
+        carry = None if keep is None else xp.float32(1) - keep  # (T', n) share taken from the matches
 
         def run(col: int, forward: bool, acc: Any) -> Any:
             """One pass over column ``col`` into ``acc`` (T', n)."""
@@ -147,7 +151,7 @@ class TemporalLinks:
                     row[...] = evidence[col, j]
                 else:
                     row[...] = links[i] @ prev
-                    row *= a
+                    row *= a if carry is None else carry[j]
                     row += own[col, j]
                 if i in seeds:
                     cells, values = seeds[i]
@@ -171,12 +175,19 @@ class TemporalLinks:
         return fwd, bwd
 
 
-def combine(fwd: Any, bwd: Any, evidence: Any, alpha: float) -> Any:
+def combine(fwd: Any, bwd: Any, evidence: Any, alpha: float, trust: Any = None) -> Any:
     """``fwd + bwd - (1 - alpha) * evidence``: the spread shares (they sum to 1 + alpha where the
-    evidence sums to 1 over all columns), float32, same shape."""
+    evidence sums to 1 over all columns), float32, same shape. With the ``trust`` (T', n) of
+    :meth:`TemporalLinks.passes` the evidence counted twice is ``(1 - alpha) * trust``, and each
+    cell's shares are rescaled so that they still sum to 1 + alpha."""
     xp = get_xp(fwd)
     out = fwd + bwd
-    out -= evidence * xp.float32(1 - alpha)
+    if trust is None:
+        out -= evidence * xp.float32(1 - alpha)
+        return out
+    keep = trust.astype(xp.float32) * xp.float32(1 - alpha)
+    out -= evidence * keep[None]
+    out *= (xp.float32(1 + alpha) / (xp.float32(2) - keep))[None]
     return out
 
 

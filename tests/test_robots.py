@@ -227,3 +227,6 @@ def test_session_switches_pass_on_only_what_the_command_line_gave():
     assert session_switches(p.parse_args([])) == {}  # the session's own defaults
     assert session_switches(p.parse_args(["--temporal", "none", "--background-floor", "0.1"])) == \
         {"temporal": None, "background_floor": 0.1}
+    assert session_switches(p.parse_args(["--trust-span", "none"])) == {"trust_span": None}
+    assert session_switches(p.parse_args(["--trust-span", "0.5", "--temporal", "0.8"])) == \
+        {"temporal": 0.8, "trust_span": 0.5}

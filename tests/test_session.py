@@ -74,16 +74,19 @@ def spread_columns(s: Session, sims: np.ndarray, cols: np.ndarray) -> np.ndarray
                      for j in range(c)], axis=1)
     if s.background_floor is not None:
         best[:, 0] = np.maximum(best[:, 0], s.background_floor)
+    keep = np.full((t * h * w, 1), 1 - s.temporal)  # each cell's share of its own evidence
+    if s.trust_span is not None:
+        keep *= np.clip((best.max(axis=1, keepdims=True) - (s.background_floor or 0)) / s.trust_span, 0, 1)
+    keep = keep.reshape(t, h * w, 1)
     z = best / TEMPORAL_EVIDENCE_TEMPERATURE
     ev = np.exp(z - z.max(axis=1, keepdims=True))
     ev = (ev / ev.sum(axis=1, keepdims=True)).reshape(t, h * w, c)
     active = np.flatnonzero(s.ref_active)
     seed = np.full((t, h * w), -1)
     seed.reshape(-1)[s.ref_cell[active]] = cols
-    a = s.temporal
 
     def step(own, prev, link, i):
-        x = own.copy() if link is None else (1 - a) * own + a * to_host(link.toarray()) @ prev
+        x = own.copy() if link is None else keep[i] * own + (1 - keep[i]) * (to_host(link.toarray()) @ prev)
         x[seed[i] >= 0] = np.eye(c)[seed[i][seed[i] >= 0]]
         return x
 
@@ -92,7 +95,7 @@ def spread_columns(s: Session, sims: np.ndarray, cols: np.ndarray) -> np.ndarray
         fwd[i] = step(ev[i], fwd[i - 1] if i else None, s._links.back[i], i)
     for i in range(t - 1, -1, -1):
         bwd[i] = step(ev[i], bwd[i + 1] if i < t - 1 else None, s._links.ahead[i], i)
-    total = np.stack(fwd) + np.stack(bwd) - (1 - a) * ev
+    total = np.stack(fwd) + np.stack(bwd) - keep * ev  # (the session rescales each cell: same argmax)
     return total.reshape(t * h * w, c).argmax(axis=1)
 
 
@@ -259,7 +262,9 @@ def test_a_new_label_on_an_annotated_cell_replaces_the_old_one(clip):
                                      {"temporal": 0.5, "smoothing": None, "upsample": "bilateral-solver"},
                                      {"background_floor": None}, {"background_floor": 0.85, "smoothing": None},
                                      {"background_floor": 0.85, "temporal": None, "k": 3, "smoothing": None},
-                                     {"background_floor": 0.85, "temporal": None, "smoothing": None}])
+                                     {"background_floor": 0.85, "temporal": None, "smoothing": None},
+                                     {"trust_span": None}, {"trust_span": 3.0, "smoothing": None},
+                                     {"trust_span": 2.0, "background_floor": None, "smoothing": None}])
 def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
     video, gt = synthetic_video(5, (40, 56), 3, seed=4, noise=0.4)
     s = video.session(xp=xp, **options)
@@ -288,7 +293,8 @@ def test_incremental_search_equals_a_from_scratch_recompute(options, xp):
                                      {"k": 2, "position_weight": 1.0, "time_scale": 10.0, "smoothing": (3, 1, 1)},
                                      {"temporal": None, "smoothing": None}, {"temporal": None},
                                      {"temporal": None, "k": 3, "smoothing": None},
-                                     {"background_floor": 0.85, "k": 3}, {"background_floor": None}])
+                                     {"background_floor": 0.85, "k": 3}, {"background_floor": None},
+                                     {"trust_span": None}, {"trust_span": 3.0, "smoothing": None}])
 def test_deferred_annotations_update_their_frame_first_and_settle_to_the_same_state(options, xp, monkeypatch):
     """defer=True: the annotated frame at once (exact without temporal spreading; with it,
     provisional: the frames beyond TEMPORAL_DEFER_FRAMES keep their old evidence), the rest
@@ -636,6 +642,12 @@ def position_penalty(s: Session, ref: int) -> np.ndarray:
     """The position penalty a^2 |p - p'|^2 / 2 of every cell to cell ``ref`` (T, h, w)."""
     p = cell_positions(s)
     return (s.position_weight ** 2 / 2 * ((p - p[ref]) ** 2).sum(axis=1)).reshape(s.shape)
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf"), "0.5", True])
+def test_trust_span_must_be_a_positive_similarity(clip, bad):
+    with pytest.raises(InputError, match="trust_span must be None or a similarity > 0"):
+        clip[0].session(trust_span=bad)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.1", True])

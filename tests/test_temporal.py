@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pml_rt.errors import InputError
-from pml_rt.temporal import TINY, TemporalLinks, evidence_shares
+from pml_rt.temporal import TINY, TemporalLinks, combine, evidence_shares
 from pml_rt.xp import to_host
 
 
@@ -48,9 +48,11 @@ def test_links_hold_the_best_matches_within_the_window(xp, radius, neighbours):
             np.testing.assert_allclose(a.max(axis=1), a[np.arange(h * w), best], atol=1e-6)
 
 
-def dense_spread(links: TemporalLinks, ev: np.ndarray, alpha: float, seeds: dict) -> np.ndarray:
-    """The two passes written out with dense matrices, frame by frame: ev (K, T, n)."""
-    t = ev.shape[1]
+def dense_spread(links: TemporalLinks, ev: np.ndarray, alpha: float, seeds: dict, trust=None) -> np.ndarray:
+    """The two passes written out with dense matrices, frame by frame: ev (K, T, n); trust
+    (T, n) or None, each cell's share of its own evidence (of 1 - alpha)."""
+    t, n = ev.shape[1:]
+    keep = (1 - alpha) * (np.ones((t, n), np.float32) if trust is None else trust)[:, :, None]  # (T, n, 1)
 
     def fix(x, i):  # x (n, K)
         if i in seeds:
@@ -61,11 +63,13 @@ def dense_spread(links: TemporalLinks, ev: np.ndarray, alpha: float, seeds: dict
     e = ev.transpose(1, 2, 0)  # (T, n, K)
     fwd = [fix(e[0].copy(), 0)]
     for i in range(1, t):
-        fwd.append(fix((1 - alpha) * e[i] + alpha * dense(links.back[i]) @ fwd[-1], i))
+        fwd.append(fix(keep[i] * e[i] + (1 - keep[i]) * (dense(links.back[i]) @ fwd[-1]), i))
     bwd = [fix(e[t - 1].copy(), t - 1)]
     for i in range(t - 2, -1, -1):
-        bwd.insert(0, fix((1 - alpha) * e[i] + alpha * dense(links.ahead[i]) @ bwd[0], i))
-    return (np.stack(fwd) + np.stack(bwd) - (1 - alpha) * e).transpose(2, 0, 1)
+        bwd.insert(0, fix(keep[i] * e[i] + (1 - keep[i]) * (dense(links.ahead[i]) @ bwd[0]), i))
+    out = np.stack(fwd) + np.stack(bwd) - keep * e
+    out *= (1 + alpha) / (2 - keep)  # each cell's shares sum to 1 + alpha again
+    return out.transpose(2, 0, 1)
 
 
 def one_hot(cols: np.ndarray, k: int) -> np.ndarray:
@@ -95,6 +99,35 @@ def test_spread_equals_the_passes_written_out(xp, alpha):
         free = np.ones((t, h * w), bool)
         free[1, [0, 5]] = free[4, 3] = False
         np.testing.assert_allclose(got[:, free], ev[:, free], atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.9])
+def test_trust_weighs_each_cells_own_evidence(xp, alpha):
+    """With a trust per cell the passes equal the dense loop with per-cell weights, the shares
+    still sum to 1 + alpha, a cell of trust 1 is the plain spread's, and a cell of trust 0
+    takes nothing from its own evidence."""
+    rng = np.random.default_rng(5)
+    t, h, w, c = 5, 6, 8, 3
+    links = TemporalLinks.build(xp.asarray(unit(rng, (t, h, w, 4))), radius=2, neighbours=3)
+    ev = rng.random((c, t, h * w)).astype(np.float32)
+    ev /= ev.sum(axis=0, keepdims=True)
+    trust = rng.random((t, h * w)).astype(np.float32)
+    trust[:, :4] = 0
+    seeds = {2: (np.array([7, 9]), one_hot([1, 0], c))}
+    dev = {f: (xp.asarray(a), xp.asarray(b)) for f, (a, b) in seeds.items()}
+    fwd, bwd = links.passes(xp.asarray(ev), alpha, dev, trust=xp.asarray(trust))
+    got = to_host(combine(fwd, bwd, xp.asarray(ev), alpha, xp.asarray(trust)))
+    np.testing.assert_allclose(got, dense_spread(links, ev, alpha, seeds, trust), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.sum(axis=0), 1 + alpha, atol=1e-5)
+    ones = np.ones_like(trust)
+    f1, b1 = links.passes(xp.asarray(ev), alpha, dev, trust=xp.asarray(ones))
+    np.testing.assert_allclose(to_host(combine(f1, b1, xp.asarray(ev), alpha, xp.asarray(ones))),
+                               to_host(links.spread(xp.asarray(ev), alpha, dev)), rtol=1e-5, atol=1e-6)
+    # a cell of trust 0 (not on the first frame of a pass) does not see its own evidence
+    other = ev.copy()
+    other[:, 2, 0] = one_hot([2], c)[:, 0]
+    f2, _ = links.passes(xp.asarray(other), alpha, dev, trust=xp.asarray(trust))
+    np.testing.assert_allclose(to_host(f2)[:, 2, 0], to_host(fwd)[:, 2, 0], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("start, stop", [(0, 3), (2, 5), (1, 4), (2, 3), (0, 6)])
