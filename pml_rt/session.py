@@ -152,8 +152,9 @@ TEMPORAL_LINKS = {"radius": 4, "neighbours": 4, "temperature": 0.05}
 #: scribble robot more; 0.5 helped clicks on both seed sets and left scribbles where they were.
 TRUST_SPAN: float | None = 0.5
 #: With temporal spreading, ``defer=True`` searches the annotated frame and this many frames on
-#: either side at once (a frame's evidence reaches 10 frames away at 0.9^10 = 0.35 of its
-#: weight), then spreads: the annotated frame's labels are provisional until ``settle()``.
+#: either side at once (a frame's evidence reaches 10 frames away with at least 0.9^10 = 0.35
+#: of its weight, more where cells trust their own evidence less), then spreads: the annotated
+#: frame's labels are provisional until ``settle()``.
 TEMPORAL_DEFER_FRAMES = 10
 
 #: Similarity (of unit-length embeddings, less the position penalty) a cell needs to some
