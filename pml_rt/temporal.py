@@ -134,6 +134,9 @@ class TemporalLinks:
                              "it ends before the last frame")
         if not 0 <= alpha < 1:
             raise InputError(f"alpha must be in [0, 1), got {alpha!r}")
+        if trust is not None and tuple(trust.shape) != (t, n):
+            raise InputError(f"trust must be ({t}, {n}), one weight per cell of the evidence's frames; "
+                             f"got {tuple(trust.shape)}")
         seeds = seeds or {}
         a = xp.float32(alpha)
         keep = None if trust is None else trust.astype(xp.float32) * xp.float32(1 - alpha)  # (T', n)

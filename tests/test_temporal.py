@@ -128,6 +128,8 @@ def test_trust_weighs_each_cells_own_evidence(xp, alpha):
     other[:, 2, 0] = one_hot([2], c)[:, 0]
     f2, _ = links.passes(xp.asarray(other), alpha, dev, trust=xp.asarray(trust))
     np.testing.assert_allclose(to_host(f2)[:, 2, 0], to_host(fwd)[:, 2, 0], rtol=1e-6, atol=1e-7)
+    with pytest.raises(InputError, match="trust must be"):
+        links.passes(xp.asarray(ev), alpha, dev, trust=xp.asarray(trust[:, :-1]))
 
 
 @pytest.mark.parametrize("start, stop", [(0, 3), (2, 5), (1, 4), (2, 3), (0, 6)])
