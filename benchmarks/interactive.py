@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--robots takes clicks, scribbles, propagate and/or propagate2, got {args.robots!r}")
     if args.seeds < 1 or args.first_seed < 0:
         p.error(f"--seeds must be >= 1 and --first-seed >= 0, got {args.seeds} and {args.first_seed}")
+    run_seeds = range(args.first_seed, args.first_seed + args.seeds)
     opts = {"upsample": args.upsample}
     for key, val in (("k", args.k), ("position_weight", args.position_weight), ("time_scale", args.time_scale)):
         if val is not None:
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                  f", clicks on frames 0 and {middle} then propagate")):
             if name not in robots:
                 continue
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for seed in run_seeds:
                 t0 = time.perf_counter()
                 run = robot(video, gt, seed=seed, sequence=seq, session_options=opts, **extra)
                 runs.append(run)
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     text = [f"# Interactive benchmark: {where}", "",
             f"session options: {opts}; {frames} frames; {time.perf_counter() - t_start:.0f} s", ""]
     report: dict = {"where": where, "options": opts, "frames": frames,
-                    "seeds": list(range(args.first_seed, args.first_seed + args.seeds))}
-    seeds = f"{args.seeds} seeds" + (f", {args.first_seed}..{args.first_seed + args.seeds - 1}" if args.first_seed else "")
+                    "seeds": list(run_seeds)}
+    seeds = f"{args.seeds} seeds" + (f", {run_seeds[0]}..{run_seeds[-1]}" if args.first_seed else "")
     short = "synthetic" if args.synthetic else (args.sequences or args.split) + (
         ", all frames" if args.full else f", first {args.max_frames} frames")
     curves = {}

@@ -183,13 +183,16 @@ def _position_defaults(config: Any, weight: float | None, scale: float | None) -
         raise InputError(f"position_weight and time_scale must be numbers, got {weight!r}, {scale!r}") from None
 
 
-def _check_floor(floor: Any) -> float | None:
-    if floor is None:
+def _check_similarity(value: Any, name: str, example: float, positive: bool = False) -> float | None:
+    """``value`` as a float, or None; anything else but a finite number (> 0 where ``positive``)
+    is an InputError naming the option ``name``."""
+    if value is None:
         return None
-    if isinstance(floor, bool) or not isinstance(floor, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(floor):
-        raise InputError(f"background_floor must be None or a finite similarity, e.g. 0.1; got {floor!r}")
-    return float(floor)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value) or (positive and value <= 0):
+        what = "a similarity > 0" if positive else "a finite similarity"
+        raise InputError(f"{name} must be None or {what}, e.g. {example}; got {value!r}")
+    return float(value)
 
 
 def _check_smoothing(smoothing: Any) -> tuple[int, int, int] | None:
@@ -429,10 +432,8 @@ class Session:
                                      or not 0 <= temporal < 1):
             raise InputError(f"temporal must be None or a share in [0, 1), e.g. {TEMPORAL}; got {temporal!r}")
         position_weight, time_scale = _position_defaults(video.config, position_weight, time_scale)
-        background_floor = _check_floor(background_floor)
-        if trust_span is not None and (isinstance(trust_span, bool) or not isinstance(trust_span, (int, float))
-                                       or not np.isfinite(trust_span) or trust_span <= 0):
-            raise InputError(f"trust_span must be None or a similarity > 0, e.g. 0.5; got {trust_span!r}")
+        background_floor = _check_similarity(background_floor, "background_floor", 0.1)
+        trust_span = _check_similarity(trust_span, "trust_span", 0.5, positive=True)
         if not np.isfinite(position_weight) or position_weight < 0 or not np.isfinite(time_scale) or time_scale < 0:
             raise InputError(f"position_weight and time_scale must be finite and >= 0, got {position_weight!r}, "
                              f"{time_scale!r}")
@@ -448,7 +449,7 @@ class Session:
         self.background_floor = background_floor
         # Similarity above the floor at which a cell keeps its full share of its own evidence in
         # the spreading (None: every cell does).
-        self.trust_span = None if trust_span is None else float(trust_span)
+        self.trust_span = trust_span
         dev = getattr(video, "device_embeddings", None)  # a GPU backend's copy, if it kept one
         if xp is None and dev is not None:
             xp = get_xp(dev)

@@ -139,7 +139,7 @@ class TemporalLinks:
                              f"got {tuple(trust.shape)}")
         seeds = seeds or {}
         a = xp.float32(alpha)
-        keep = None if trust is None else trust.astype(xp.float32) * xp.float32(1 - alpha)  # (T', n)
+        keep = None if trust is None else _own_share(trust, alpha)  # (T', n)
         own = evidence * (xp.float32(1 - alpha) if keep is None else keep[None])
         carry = None if keep is None else xp.float32(1) - keep  # (T', n) share taken from the matches
 
@@ -188,10 +188,16 @@ def combine(fwd: Any, bwd: Any, evidence: Any, alpha: float, trust: Any = None) 
     if trust is None:
         out -= evidence * xp.float32(1 - alpha)
         return out
-    keep = trust.astype(xp.float32) * xp.float32(1 - alpha)
+    keep = _own_share(trust, alpha)
     out -= evidence * keep[None]
     out *= (xp.float32(1 + alpha) / (xp.float32(2) - keep))[None]
     return out
+
+
+def _own_share(trust: Any, alpha: float) -> Any:
+    """float32 (T', n): each cell's share of its own evidence, ``(1 - alpha) * trust``."""
+    xp = get_xp(trust)
+    return xp.asarray(trust, dtype=xp.float32) * xp.float32(1 - alpha)
 
 
 EXP_LIMIT = 80.0  # exp(80) = 5.5e34 and exp(-80) = 1.8e-35: normal float32 numbers
